@@ -1,0 +1,15 @@
+"""tfnode: Neural Ordinary Differential Equations for TensorFlow and Keras 3."""
+
+from importlib import metadata as _metadata
+
+from tfnode import solvers as solvers
+from tfnode.odeint import odeint as odeint
+from tfnode.stats import SolverStats as SolverStats
+from tfnode.stats import Status as Status
+
+try:
+    __version__ = _metadata.version("tfnode")
+except _metadata.PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["SolverStats", "Status", "odeint", "solvers"]

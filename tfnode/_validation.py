@@ -1,0 +1,157 @@
+"""Python-time checks of user input: each error names the argument, echoes
+what it received and says what to do."""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+_FLOAT_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
+
+
+def _positive(name, value, allow_none=False):
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive finite number. Received: {name}={value!r}")
+
+
+def check_options(tableau, *, rtol, atol, step_size, first_step, max_num_steps):
+    """Checks the solver options against the method `tableau`."""
+    if tableau.adaptive:
+        if step_size is not None:
+            raise ValueError(
+                f"`step_size` is only used by fixed-step methods; method {tableau.name!r} "
+                "is adaptive and chooses its own steps from `rtol` and `atol` (set the "
+                f"initial step with `first_step`). Received: step_size={step_size!r}"
+            )
+        _positive("rtol", rtol)
+        _positive("atol", atol)
+        _positive("first_step", first_step, allow_none=True)
+    else:
+        if step_size is None:
+            raise ValueError(
+                f"Fixed-step method {tableau.name!r} needs a `step_size`, e.g. "
+                "`step_size=0.01`, or use an adaptive method such as 'dopri5'. "
+                "Received: step_size=None"
+            )
+        _positive("step_size", step_size)
+        if first_step is not None:
+            raise ValueError(
+                f"`first_step` is only used by adaptive methods, not {tableau.name!r}. "
+                f"Received: first_step={first_step!r}"
+            )
+    if isinstance(max_num_steps, bool) or not isinstance(max_num_steps, int) or max_num_steps < 1:
+        raise ValueError(
+            f"`max_num_steps` must be a positive integer. Received: max_num_steps={max_num_steps!r}"
+        )
+
+
+def check_state(y0):
+    """Flattens `y0` into a list of tensors of one floating dtype."""
+    leaves = [tf.convert_to_tensor(x) for x in tf.nest.flatten(y0)]
+    if not leaves:
+        raise ValueError(f"`y0` must hold at least one tensor. Received: y0={y0!r}")
+    for leaf in leaves:
+        if leaf.dtype not in _FLOAT_DTYPES:
+            raise ValueError(
+                "`y0` must be floating point (float32 or float64). Received: y0 with "
+                f"dtype {leaf.dtype.name}. Cast it first, e.g. `tf.cast(y0, tf.float32)`."
+            )
+    dtypes = {leaf.dtype for leaf in leaves}
+    if len(dtypes) > 1:
+        raise ValueError(
+            "Every tensor in `y0` must have the same dtype. Received dtypes "
+            f"{sorted(d.name for d in dtypes)}."
+        )
+    return leaves
+
+
+def check_times(t, dtype, y0):
+    """Converts `t` to `dtype` and checks its shape against the state `y0`.
+
+    Returns `(t, times_ok)`: `times_ok` is `None` when `t` was checked here
+    (its value is known), else a boolean tensor for the solver to report.
+    """
+    if isinstance(t, (tf.Tensor, tf.Variable)):
+        if not (t.dtype.is_floating or t.dtype.is_integer):
+            raise ValueError(f"`t` must be real numbers. Received: t with dtype {t.dtype.name}")
+        t = tf.cast(t, dtype)
+    else:
+        t = tf.convert_to_tensor(np.asarray(t, dtype=dtype.as_numpy_dtype))
+    if t.shape.rank not in (1, 2):
+        raise ValueError(
+            "`t` must have shape [T] (one grid) or [T, B] (a grid per sample). "
+            f"Received: t with shape {t.shape}"
+        )
+    if t.shape[0] is not None and t.shape[0] < 2:
+        raise ValueError(
+            f"`t` needs at least 2 times: t[0] for y0 and the times to solve for. Received: t={_show(t)}"
+        )
+    if t.shape.rank == 2:
+        batch = t.shape[1]
+        for leaf in y0:
+            if leaf.shape.rank == 0 or (
+                batch is not None and leaf.shape[0] is not None and leaf.shape[0] != batch
+            ):
+                raise ValueError(
+                    f"A per-sample `t` of shape {t.shape} ([T, B]) needs every tensor in `y0` "
+                    f"to have a leading batch axis of size B={batch}. Received: y0 with "
+                    f"shape {leaf.shape}"
+                )
+    value = tf.get_static_value(t)
+    if value is None:
+        return t, _times_ok(t)
+    steps = np.diff(value, axis=0)
+    if not np.all(np.isfinite(value)) or not (np.all(steps > 0) or np.all(steps < 0)):
+        raise ValueError(
+            "`t` must be strictly increasing or strictly decreasing (in every column, "
+            f"for per-sample grids), with finite values. Received: t={_show(t)}"
+        )
+    return t, None
+
+
+def _times_ok(t):
+    steps = t[1:] - t[:-1]
+    monotonic = tf.reduce_all(steps > 0) | tf.reduce_all(steps < 0)
+    return monotonic & tf.reduce_all(tf.math.is_finite(t))
+
+
+def _show(t):
+    value = tf.get_static_value(t)
+    return np.array2string(value, threshold=20) if value is not None else str(t)
+
+
+def flat_func(func, structure, y0):
+    """Wraps `func(t, y)` on the user's structure as a function on flat lists,
+    checking once (at trace time) that it returns what the state needs."""
+    if not callable(func):
+        raise ValueError(f"`func` must be callable as `func(t, y)`. Received: func={func!r}")
+
+    def wrapped(t, y):
+        dy = func(t, tf.nest.pack_sequence_as(structure, y))
+        try:
+            tf.nest.assert_same_structure(structure, dy)
+        except (ValueError, TypeError) as e:
+            raise ValueError(
+                "`func(t, y)` must return dy/dt with the structure of `y`. "
+                f"Received: {tf.nest.map_structure(lambda x: getattr(x, 'shape', x), dy)!r} "
+                f"for y0 of structure {tf.nest.map_structure(lambda x: x.shape, structure)!r}"
+            ) from e
+        out = []
+        for leaf, d in zip(y, tf.nest.flatten(dy)):
+            d = tf.convert_to_tensor(d)
+            if d.dtype != leaf.dtype:
+                raise ValueError(
+                    f"`func(t, y)` must return the dtype of `y` ({leaf.dtype.name}). "
+                    f"Received: {d.dtype.name}"
+                )
+            if not d.shape.is_compatible_with(leaf.shape):
+                raise ValueError(
+                    f"`func(t, y)` must return the shape of `y` ({leaf.shape}). Received: {d.shape}"
+                )
+            out.append(d)
+        return out
+
+    return wrapped

@@ -1,0 +1,142 @@
+"""`odeint`: solves `dy/dt = func(t, y)` at the times `t` (time-major output)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import tensorflow as tf
+
+from tfnode import _validation, solvers
+from tfnode._typing import ODEFunction, State, TimeLike
+from tfnode.solvers import adaptive, fixed_grid
+from tfnode.solvers.controller import PIController, rms_norm
+from tfnode.stats import SolverStats, Status, raise_on_failure
+
+
+class Problem(NamedTuple):
+    """A validated problem: flat state, checked times, resolved method."""
+
+    func: object  # func(t, y_leaves) -> dy_leaves
+    y0: list
+    t: tf.Tensor
+    structure: object
+    tableau: solvers.ButcherTableau
+    times_ok: tf.Tensor | None
+
+
+def prepare(func, y0, t, method, **options) -> Problem:
+    """Validates and normalises the inputs once, for `odeint` and `odeint_adjoint`."""
+    tableau = solvers.get(method)
+    _validation.check_options(tableau, **options)
+    leaves = _validation.check_state(y0)
+    t, times_ok = _validation.check_times(t, leaves[0].dtype, leaves)
+    return Problem(_validation.flat_func(func, y0, leaves), leaves, t, y0, tableau, times_ok)
+
+
+def solve(problem, func, y0, t, *, rtol, atol, step_size, first_step, max_num_steps, norm=rms_norm):
+    """Runs the driver for `problem.tableau` on flat `y0`; no raising, no packing."""
+    if problem.tableau.adaptive:
+        ys, stats = adaptive.solve(
+            func, y0, t, problem.tableau, PIController(rtol=rtol, atol=atol),
+            max_num_steps=max_num_steps, first_step=first_step, norm=norm,
+        )
+    else:
+        ys, stats = fixed_grid.solve(
+            func, y0, t, problem.tableau, step_size=step_size, max_num_steps=max_num_steps
+        )
+    if problem.times_ok is not None:
+        status = tf.where(problem.times_ok, stats.status, Status.INVALID_TIMES)
+        nan = tf.constant(float("nan"), ys[0].dtype)
+        ys = [tf.where(problem.times_ok, y, nan) for y in ys]
+        stats = stats._replace(status=status)
+    return ys, stats
+
+
+def finish(problem, ys, stats, *, max_num_steps):
+    """Raises on failure where TensorFlow can, then restores the user's structure."""
+    checks = raise_on_failure(stats.status, max_num_steps=max_num_steps)
+    if checks:
+        with tf.control_dependencies(checks):
+            ys = [tf.identity(y) for y in ys]
+    return tf.nest.pack_sequence_as(problem.structure, ys)
+
+
+def odeint(
+    func: ODEFunction,
+    y0: State,
+    t: TimeLike,
+    *,
+    method: str = "dopri5",
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    step_size: float | None = None,
+    first_step: float | None = None,
+    max_num_steps: int = 4096,
+    return_stats: bool = False,
+) -> State | tuple[State, SolverStats]:
+    """Integrates `dy/dt = func(t, y)` from `t[0]` through every time in `t`.
+
+    Adaptive methods step freely under a PI controller and produce outputs at
+    `t` by dense-output interpolation; they do not shorten steps to hit `t`.
+    Fixed-step methods split each interval of `t` into equal steps of at most
+    `step_size`, so they hit every output time.
+
+    Gradients flow by plain backpropagation through the solver's operations
+    (the "RK-Net" of Chen et al.): memory grows with the number of steps, and
+    step-size selection is not differentiated. Use `odeint_adjoint` for
+    constant memory.
+
+    Args:
+        func: Callable `func(t, y) -> dy/dt`. `t` is a scalar tensor (shape
+            `[B]` for per-sample grids) and the output has the structure,
+            shape and dtype of `y`.
+        y0: Initial state at `t[0]`: a float tensor of any shape, or a nested
+            structure (tuple, list, dict) of them with one dtype.
+        t: Times of shape `[T]`, strictly increasing or strictly decreasing,
+            `T >= 2`; or `[T, B]`, one such grid per sample (all in the same
+            direction), for states with a leading batch axis `B`.
+        method: One of `tfnode.solvers.SOLVERS`: `"euler"`, `"midpoint"`,
+            `"rk4"` (fixed step) or `"bosh3"`, `"dopri5"`, `"tsit5"`
+            (adaptive). Defaults to `"dopri5"`.
+        rtol: Relative tolerance of adaptive methods. Defaults to `1e-7`.
+        atol: Absolute tolerance of adaptive methods. Defaults to `1e-9`.
+        step_size: Largest step of fixed-step methods (required by them).
+        first_step: First step of adaptive methods; by default chosen by the
+            Hairer–Nørsett–Wanner heuristic.
+        max_num_steps: Bound on the number of (attempted) steps. Defaults to
+            `4096`. Backprop under XLA preallocates this many steps of memory.
+        return_stats: Whether to also return a `tfnode.SolverStats`.
+
+    Returns:
+        `ys` with the structure of `y0` and each tensor of shape
+        `[T, *y0.shape]`; `ys[0]` equals `y0`. With `return_stats=True`, a
+        tuple `(ys, stats)`.
+
+    Raises:
+        ValueError: If `t` is not strictly monotonic, has fewer than 2 times
+            or does not match `y0`; if `y0` is not floating point; if `method`
+            is unknown or an option does not fit it.
+        tf.errors.InvalidArgumentError: When the solve fails (too many steps,
+            step-size underflow, a non-finite state): eagerly at once, in a
+            `tf.function` when it runs.
+
+    Note:
+        Under `tf.function(jit_compile=True)` TensorFlow drops assertions, so
+        a failed solve does not raise: its outputs are NaN and
+        `stats.status` holds the `tfnode.Status` code. Check it there.
+
+    Example:
+
+    >>> ys = tfnode.odeint(lambda t, y: -y, tf.ones([3]), tf.linspace(0., 1., 5))
+    >>> ys.shape
+    TensorShape([5, 3])
+
+    References:
+        Chen et al. (2018), "Neural Ordinary Differential Equations", NeurIPS.
+    """
+    options = dict(rtol=rtol, atol=atol, step_size=step_size, first_step=first_step,
+                   max_num_steps=max_num_steps)
+    problem = prepare(func, y0, t, method, **options)
+    ys, stats = solve(problem, problem.func, problem.y0, problem.t, **options)
+    ys = finish(problem, ys, stats, max_num_steps=max_num_steps)
+    return (ys, stats) if return_stats else ys

@@ -1,0 +1,164 @@
+"""The adaptive driver: embedded Runge–Kutta steps under a PI controller, with
+outputs at the requested times by dense-output interpolation."""
+
+import numpy as np
+import tensorflow as tf
+
+from tfnode.solvers import interpolation, runge_kutta
+from tfnode.solvers.controller import rms_norm
+from tfnode.solvers.initial_step import initial_step
+from tfnode.solvers.time_map import broadcast_to_leaf, rescaled
+from tfnode.stats import SolverStats, Status
+
+# Stands in for a non-finite error ratio so that the step is rejected and shrunk.
+_LARGE_RATIO = 1e10
+# A step below this many machine epsilons of the (unit) span cannot advance time.
+_UNDERFLOW_EPS = 10.0
+
+
+def solve(func, y0, t, tableau, controller, *, max_num_steps, first_step=None, norm=rms_norm):
+    """Solves from `t[0]` through `t`, returning `(ys, stats)`.
+
+    Args:
+        func: `func(t, y) -> dy/dt` on flat lists of tensors.
+        y0: list of tensors (with a leading batch axis `B` if `t` is `[T, B]`).
+        t: `[T]` or `[T, B]` tensor, validated by the caller.
+        tableau: an adaptive `ButcherTableau`.
+        controller: a `PIController`.
+        max_num_steps: bound on attempted steps.
+        first_step: optional first step, in units of `t`.
+        norm: error norm over a list of scaled leaves (the adjoint passes a
+            seminorm).
+
+    Returns:
+        `ys`, a list of `[T, *leaf.shape]` tensors (NaN if the solve failed),
+        and a `SolverStats`.
+    """
+    dtype = y0[0].dtype
+    per_sample = t.shape.rank == 2
+    num_times = t.shape[0] if t.shape[0] is not None else tf.shape(t)[0]
+    t0, span = t[0], t[-1] - t[0]
+    u_out = (t - t0) / span  # [T] or [T, B], from 0 to 1
+    g = rescaled(func, t0, span)
+    zero, one = tf.zeros([], dtype), tf.ones([], dtype)
+
+    k1 = g(zero, y0)
+    if first_step is None:
+        dt, extra_nfe = initial_step(
+            g, zero, y0, k1, tableau.order, controller.rtol, controller.atol, norm, one
+        )
+    else:
+        dt = tf.minimum(tf.cast(first_step, dtype) / tf.reduce_max(tf.abs(span)), one)
+        extra_nfe = 0
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(x)) for x in y0 + k1])
+    status = tf.where(finite, Status.SUCCESS, Status.NONFINITE)
+
+    ys = [tf.concat([y[None], tf.zeros(tf.concat([[num_times - 1], tf.shape(y)], 0), dtype)], 0)
+          for y in y0]
+    idx = tf.ones([tf.shape(t)[1]] if per_sample else [], tf.int32)
+
+    fill = _fill_per_sample if per_sample else _fill_shared
+
+    def body(u, dt, y, k1, prev_ratio, idx, ys, nfe, num_steps, num_rejected, status):
+        last = dt >= one - u
+        dt = tf.where(last, one - u, dt)
+        y1, y_err, ks = runge_kutta.step(g, u, y, dt, tableau, k1)
+        nfe += tableau.num_stages - 1
+        ratio = tf.stop_gradient(controller.error_ratio(y, y1, y_err, norm))
+        ratio_finite = tf.math.is_finite(ratio)
+        ratio = tf.where(ratio_finite, ratio, _LARGE_RATIO)
+        accept = ratio <= 1
+        u_new = tf.where(last, one, u + dt)
+        if tableau.fsal:
+            k_next = ks[-1]
+        else:
+            k_next = g(u_new, y1)
+            nfe += 1
+        if tableau.b_mid is not None:
+            y_mid = runge_kutta.combine(y, dt, tableau.b_mid, ks)
+            coeffs = interpolation.quartic(y, y1, y_mid, k1, k_next, dt)
+        else:
+            coeffs = interpolation.hermite(y, y1, k1, k_next, dt)
+        idx, ys = fill(u_out, num_times, idx, ys, u, dt, u_new, coeffs, accept)
+
+        dt_next = tf.stop_gradient(
+            controller.next_dt(dt, ratio, prev_ratio, accept, tableau.error_order)
+        )
+        done = accept & last
+        underflow = ~done & (dt_next < _UNDERFLOW_EPS * tf.constant(_eps(dtype), dtype))
+        status = tf.where(
+            underflow & (status == 0),
+            tf.where(ratio_finite, Status.STEP_SIZE_UNDERFLOW, Status.NONFINITE),
+            status,
+        )
+        return (
+            tf.where(accept, u_new, u),
+            dt_next,
+            [tf.where(accept, a, b) for a, b in zip(y1, y)],
+            [tf.where(accept, a, b) for a, b in zip(k_next, k1)],
+            tf.where(accept, ratio, prev_ratio),
+            idx,
+            ys,
+            nfe,
+            num_steps + tf.cast(accept, tf.int32),
+            num_rejected + tf.cast(~accept, tf.int32),
+            status,
+        )
+
+    def cond(u, dt, y, k1, prev_ratio, idx, ys, nfe, num_steps, num_rejected, status):
+        return (u < one) & (status == 0)
+
+    loop_vars = (zero, dt, y0, k1, one, idx, ys, tf.constant(1 + extra_nfe), 0, 0, status)
+    u, _, _, _, _, _, ys, nfe, num_steps, num_rejected, status = tf.while_loop(
+        cond, body, loop_vars, maximum_iterations=max_num_steps
+    )
+    status = tf.where((status == 0) & (u < one), Status.MAX_STEPS_REACHED, status)
+    nan = tf.constant(float("nan"), dtype)
+    ys = [tf.where(status == 0, y, nan) for y in ys]
+    return ys, SolverStats(nfe, num_steps, num_rejected, status)
+
+
+def _eps(dtype):
+    return float(np.finfo(dtype.as_numpy_dtype).eps)
+
+
+def _fill_shared(u_out, num_times, idx, ys, u, dt, u_new, coeffs, accept):
+    """Writes the outputs `u_out[idx], ...` that fall in the step `(u, u_new]`."""
+
+    def pending(i):
+        return accept & (i < num_times) & (tf.gather(u_out, tf.minimum(i, num_times - 1)) <= u_new)
+
+    def body(i, ys):
+        theta = (tf.gather(u_out, i) - u) / dt
+        values = interpolation.evaluate(coeffs, [theta] * len(ys))
+        ys = [tf.tensor_scatter_nd_update(y, [[i]], v[None]) for y, v in zip(ys, values)]
+        return i + 1, ys
+
+    return tf.while_loop(lambda i, ys: pending(i), body, (idx, ys), maximum_iterations=num_times)
+
+
+def _fill_per_sample(u_out, num_times, idx, ys, u, dt, u_new, coeffs, accept):
+    """As `_fill_shared`, with a next-output index per sample (`u_out` `[T, B]`)."""
+    cols = tf.range(tf.shape(u_out)[1])
+
+    def next_u(i):
+        return tf.gather_nd(u_out, tf.stack([tf.minimum(i, num_times - 1), cols], 1))  # [B]
+
+    def pending(i):
+        return accept & (i < num_times) & (next_u(i) <= u_new)
+
+    def body(i, ys):
+        todo = pending(i)
+        theta = (next_u(i) - u) / dt  # [B]
+        values = interpolation.evaluate(coeffs, [broadcast_to_leaf(theta, y[0]) for y in ys])
+        indices = tf.stack([tf.minimum(i, num_times - 1), cols], 1)  # [B, 2]
+        new_ys = []
+        for y, v in zip(ys, values):
+            current = tf.gather_nd(y, indices)
+            update = tf.where(broadcast_to_leaf(todo, v), v, current)
+            new_ys.append(tf.tensor_scatter_nd_update(y, indices, update))
+        return i + tf.cast(todo, tf.int32), new_ys
+
+    return tf.while_loop(
+        lambda i, ys: tf.reduce_any(pending(i)), body, (idx, ys), maximum_iterations=num_times
+    )

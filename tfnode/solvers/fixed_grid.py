@@ -1,0 +1,65 @@
+"""The fixed-step driver: each interval `[t[i], t[i+1]]` is split into the
+fewest equal steps no longer than `step_size`, so every output time is hit
+exactly and the method keeps its order at the outputs."""
+
+import tensorflow as tf
+
+from tfnode.solvers import runge_kutta
+from tfnode.solvers.time_map import rescaled
+from tfnode.stats import SolverStats, Status
+
+
+def solve(func, y0, t, tableau, *, step_size, max_num_steps):
+    """Solves from `t[0]` through `t` with steps of at most `step_size`.
+
+    Args:
+        func: `func(t, y) -> dy/dt` on flat lists of tensors.
+        y0: list of tensors (leading batch axis `B` if `t` is `[T, B]`).
+        t: `[T]` or `[T, B]` tensor; per-sample grids take, in each interval,
+            the number of steps that the widest sample needs.
+        tableau: a `ButcherTableau`.
+        step_size: positive Python float, in units of `t`.
+        max_num_steps: bound on the total number of steps.
+
+    Returns:
+        `ys`, a list of `[T, *leaf.shape]` tensors (NaN if the solve failed),
+        and a `SolverStats`.
+    """
+    dtype = y0[0].dtype
+    num_times = t.shape[0] if t.shape[0] is not None else tf.shape(t)[0]
+    spans = t[1:] - t[:-1]  # [T-1] or [T-1, B]
+    widest = tf.reshape(tf.reduce_max(tf.abs(tf.reshape(spans, [tf.shape(spans)[0], -1])), 1), [-1])
+    steps_per_interval = tf.maximum(
+        tf.cast(tf.math.ceil(tf.stop_gradient(widest) / step_size), tf.int32), 1
+    )
+    total_steps = tf.reduce_sum(steps_per_interval)
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(x)) for x in y0])
+    status = tf.where(finite, Status.SUCCESS, Status.NONFINITE)
+    status = tf.where(total_steps > max_num_steps, Status.MAX_STEPS_REACHED, status)
+
+    ys = [tf.concat([y[None], tf.zeros(tf.concat([[num_times - 1], tf.shape(y)], 0), dtype)], 0)
+          for y in y0]
+
+    def body(i, j, y, ys, nfe):
+        n = tf.gather(steps_per_interval, i)
+        du = 1 / tf.cast(n, dtype)
+        u = tf.cast(j, dtype) * du
+        g = rescaled(func, t[i], spans[i])
+        y1, _, _ = runge_kutta.step(g, u, y, du, tableau, g(u, y))
+        j = j + 1
+        end = tf.equal(j, n)
+        ys = [tf.tensor_scatter_nd_update(out, [[i + 1]], tf.where(end, v, out[i + 1])[None])
+              for out, v in zip(ys, y1)]
+        return i + tf.cast(end, tf.int32), tf.where(end, 0, j), y1, ys, nfe + tableau.num_stages
+
+    def cond(i, j, y, ys, nfe):
+        return (i < num_times - 1) & (status == 0)
+
+    _, _, y_final, ys, nfe = tf.while_loop(
+        cond, body, (0, 0, y0, ys, 0), maximum_iterations=max_num_steps
+    )
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(x)) for x in y_final])
+    status = tf.where((status == 0) & ~finite, Status.NONFINITE, status)
+    nan = tf.constant(float("nan"), dtype)
+    ys = [tf.where(status == 0, y, nan) for y in ys]
+    return ys, SolverStats(nfe, nfe // tableau.num_stages, tf.constant(0), status)

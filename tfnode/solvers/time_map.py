@@ -1,0 +1,27 @@
+"""Linear time maps: solvers integrate in `u` with `t = t_start + u * span`.
+
+Both drivers integrate over `u` in `[0, 1]` (the adaptive one over the whole
+span, the fixed-grid one per interval). This one device handles reversed time
+(`span < 0`) and per-sample grids (`t_start`, `span` of shape `[B]`) without a
+branch in the solver loop. Runge–Kutta methods are invariant under linear
+time maps, so the steps taken are those that would be taken in `t`.
+"""
+
+import tensorflow as tf
+
+
+def broadcast_to_leaf(x, leaf):
+    """Reshapes a scalar or `[B]` tensor to broadcast against `leaf` `[B, ...]`."""
+    if x.shape.rank == 0:
+        return x
+    return tf.reshape(x, tf.concat([tf.shape(x), tf.ones([leaf.shape.rank - 1], tf.int32)], 0))
+
+
+def rescaled(func, t_start, span):
+    """Returns `g(u, y) = span * func(t_start + u * span, y)` on flat lists."""
+
+    def g(u, y):
+        dy = func(t_start + u * span, y)
+        return [broadcast_to_leaf(span, leaf) * leaf for leaf in dy]
+
+    return g
