@@ -3,6 +3,8 @@
 from importlib import metadata as _metadata
 
 from tfnode import solvers as solvers
+from tfnode.adjoint import BackwardStats as BackwardStats
+from tfnode.adjoint import odeint_adjoint as odeint_adjoint
 from tfnode.odeint import odeint as odeint
 from tfnode.stats import SolverStats as SolverStats
 from tfnode.stats import Status as Status
@@ -12,4 +14,11 @@ try:
 except _metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+unknown"
 
-__all__ = ["SolverStats", "Status", "odeint", "solvers"]
+__all__ = [
+    "BackwardStats",
+    "SolverStats",
+    "Status",
+    "odeint",
+    "odeint_adjoint",
+    "solvers",
+]

@@ -10,6 +10,7 @@ from tfnode import _validation, solvers
 from tfnode._typing import ODEFunction, State, TimeLike
 from tfnode.solvers import adaptive, fixed_grid
 from tfnode.solvers.controller import PIController, rms_norm
+from tfnode.solvers.time_map import rescaled
 from tfnode.stats import SolverStats, Status, raise_on_failure
 
 
@@ -33,17 +34,25 @@ def prepare(func, y0, t, method, **options) -> Problem:
     return Problem(_validation.flat_func(func, y0, leaves), leaves, t, y0, tableau, times_ok)
 
 
-def solve(problem, func, y0, t, *, rtol, atol, step_size, first_step, max_num_steps, norm=rms_norm):
-    """Runs the driver for `problem.tableau` on flat `y0`; no raising, no packing."""
-    if problem.tableau.adaptive:
-        ys, stats = adaptive.solve(
-            func, y0, t, problem.tableau, PIController(rtol=rtol, atol=atol),
-            max_num_steps=max_num_steps, first_step=first_step, norm=norm,
+def run_driver(
+    tableau, func, y0, t, *, rtol, atol, step_size, first_step, max_num_steps, norm=rms_norm,
+    rescale=rescaled,
+):
+    """Runs the adaptive or fixed-grid driver for `tableau` on flat `y0`."""
+    if tableau.adaptive:
+        return adaptive.solve(
+            func, y0, t, tableau, PIController(rtol=rtol, atol=atol),
+            max_num_steps=max_num_steps, first_step=first_step, norm=norm, rescale=rescale,
         )
-    else:
-        ys, stats = fixed_grid.solve(
-            func, y0, t, problem.tableau, step_size=step_size, max_num_steps=max_num_steps
-        )
+    return fixed_grid.solve(
+        func, y0, t, tableau, step_size=step_size, max_num_steps=max_num_steps, rescale=rescale
+    )
+
+
+def solve(problem, func, y0, t, **options):
+    """Solves `problem` (with `func`, `y0`, `t` in its flat form), reporting
+    times found invalid at run time; no raising, no packing."""
+    ys, stats = run_driver(problem.tableau, func, y0, t, **options)
     if problem.times_ok is not None:
         status = tf.where(problem.times_ok, stats.status, Status.INVALID_TIMES)
         nan = tf.constant(float("nan"), ys[0].dtype)

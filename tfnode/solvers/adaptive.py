@@ -16,7 +16,10 @@ _LARGE_RATIO = 1e10
 _UNDERFLOW_EPS = 10.0
 
 
-def solve(func, y0, t, tableau, controller, *, max_num_steps, first_step=None, norm=rms_norm):
+def solve(
+    func, y0, t, tableau, controller, *, max_num_steps, first_step=None, norm=rms_norm,
+    rescale=rescaled,
+):
     """Solves from `t[0]` through `t`, returning `(ys, stats)`.
 
     Args:
@@ -29,6 +32,8 @@ def solve(func, y0, t, tableau, controller, *, max_num_steps, first_step=None, n
         first_step: optional first step, in units of `t`.
         norm: error norm over a list of scaled leaves (the adjoint passes a
             seminorm).
+        rescale: `rescale(func, t_start, span) -> g(u, y)`, the dynamics in the
+            unit time `u` (see `time_map.rescaled`; the adjoint passes its own).
 
     Returns:
         `ys`, a list of `[T, *leaf.shape]` tensors (NaN if the solve failed),
@@ -39,7 +44,7 @@ def solve(func, y0, t, tableau, controller, *, max_num_steps, first_step=None, n
     num_times = t.shape[0] if t.shape[0] is not None else tf.shape(t)[0]
     t0, span = t[0], t[-1] - t[0]
     u_out = (t - t0) / span  # [T] or [T, B], from 0 to 1
-    g = rescaled(func, t0, span)
+    g = rescale(func, t0, span)
     zero, one = tf.zeros([], dtype), tf.ones([], dtype)
 
     k1 = g(zero, y0)

@@ -9,7 +9,7 @@ from tfnode.solvers.time_map import rescaled
 from tfnode.stats import SolverStats, Status
 
 
-def solve(func, y0, t, tableau, *, step_size, max_num_steps):
+def solve(func, y0, t, tableau, *, step_size, max_num_steps, rescale=rescaled):
     """Solves from `t[0]` through `t` with steps of at most `step_size`.
 
     Args:
@@ -20,6 +20,7 @@ def solve(func, y0, t, tableau, *, step_size, max_num_steps):
         tableau: a `ButcherTableau`.
         step_size: positive Python float, in units of `t`.
         max_num_steps: bound on the total number of steps.
+        rescale: `rescale(func, t_start, span) -> g(u, y)` (see `time_map`).
 
     Returns:
         `ys`, a list of `[T, *leaf.shape]` tensors (NaN if the solve failed),
@@ -44,7 +45,7 @@ def solve(func, y0, t, tableau, *, step_size, max_num_steps):
         n = tf.gather(steps_per_interval, i)
         du = 1 / tf.cast(n, dtype)
         u = tf.cast(j, dtype) * du
-        g = rescaled(func, t[i], spans[i])
+        g = rescale(func, t[i], spans[i])
         y1, _, _ = runge_kutta.step(g, u, y, du, tableau, g(u, y))
         j = j + 1
         end = tf.equal(j, n)
