@@ -1,0 +1,231 @@
+"""`NeuralODELayer`: a Keras layer that maps `y(t0)` to `y(t1)` by an ODE solve."""
+
+from __future__ import annotations
+
+import inspect
+
+import keras
+import tensorflow as tf
+
+from tfnode import _validation, solvers
+from tfnode.adjoint import odeint_adjoint
+from tfnode.odeint import odeint
+
+_HALF_DTYPES = ("float16", "bfloat16")
+
+
+class _LastValue(keras.metrics.Metric):
+    """A metric holding the last recorded value: solver counts in `fit` logs."""
+
+    def __init__(self, name, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.value = self.add_variable(shape=(), initializer="zeros", name="value",
+                                       aggregation="mean")
+
+    def update_state(self, value):
+        self.value.assign(tf.cast(value, self.value.dtype))
+
+    def result(self):
+        return tf.convert_to_tensor(self.value)
+
+    def reset_state(self):
+        self.value.assign(0.0)
+
+    def record(self, stats):
+        """The `backward_stats` protocol of `odeint_adjoint`."""
+        self.update_state(stats.nfe)
+        return []
+
+
+@keras.saving.register_keras_serializable(package="tfnode")
+class NeuralODELayer(keras.layers.Layer):
+    """Solves `dy/dt = func(t, y)` from `y(t[0]) = y0`; returns `y(t[-1])`.
+
+    The drop-in continuous-depth replacement of a stack of residual blocks
+    (Chen et al. 2018). Gradients come from the adjoint method
+    (`tfnode.odeint_adjoint`, constant memory) or, with `adjoint=False`, by
+    backpropagation through the solver (`tfnode.odeint`, the paper's RK-Net).
+
+    Solver statistics appear in `fit` logs as `{name}_nfe` (forward function
+    evaluations of the last training batch) and, with `adjoint=True`,
+    `{name}_backward_nfe`. For counts outside training, call
+    `tfnode.odeint(..., return_stats=True)` on `layer.func`.
+
+    Under a mixed-precision policy (`mixed_float16`, `mixed_bfloat16`) the
+    layer and `func` compute in float32: a half-precision adaptive solve
+    cannot meet its tolerances.
+
+    Args:
+        func: The dynamics: a Keras layer whose `call(t, y)` returns `dy/dt`,
+            such as `tfnode.MLPODEFunc` or a subclass of `tfnode.ODEFunc`.
+        t: Default times, a sequence of at least 2 strictly monotonic floats;
+            the layer integrates from `t[0]`. Defaults to `(0.0, 1.0)`.
+        method: Solver, one of `tfnode.solvers.SOLVERS`. Defaults to
+            `"dopri5"`.
+        rtol: Relative tolerance of adaptive methods. Defaults to `1e-3`.
+        atol: Absolute tolerance of adaptive methods. Defaults to `1e-6`.
+        step_size: Step of fixed-step methods (required by them).
+        adjoint: Whether gradients come from the adjoint method. Defaults to
+            `True`.
+        return_sequences: Whether to return the states at every time
+            (`[B, T, ...]`) rather than at the last one. Defaults to `False`.
+        max_num_steps: Bound on solver steps (per backward interval for the
+            adjoint). Defaults to `1000`.
+        adjoint_method, adjoint_rtol, adjoint_atol, adjoint_norm: Backward
+            solver settings, as in `tfnode.odeint_adjoint`.
+        **kwargs: Base layer keyword arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        y0: Tensor of shape `[B, ...]`, the state at the first time.
+        t: Optional times overriding the default: shape `[T]`, or `[B, T]`
+            for a grid per sample.
+        training: Whether the call is a training step; solver statistics
+            are recorded only then.
+
+    Returns:
+        The state at the last time, of the shape of `y0`; with
+        `return_sequences=True`, the states at every time, `[B, T, ...]`.
+
+    Example:
+
+    >>> inputs = keras.Input((2,))
+    >>> ode = tfnode.NeuralODELayer(tfnode.MLPODEFunc(hidden_units=(16,)), t=(0.0, 0.5, 1.0),
+    ...                             return_sequences=True)
+    >>> model = keras.Model(inputs, ode(inputs))
+    >>> model(tf.ones([4, 2])).shape
+    TensorShape([4, 3, 2])
+    """
+
+    def __init__(
+        self,
+        func,
+        t=(0.0, 1.0),
+        method="dopri5",
+        rtol=1e-3,
+        atol=1e-6,
+        step_size=None,
+        adjoint=True,
+        return_sequences=False,
+        max_num_steps=1000,
+        adjoint_method=None,
+        adjoint_rtol=None,
+        adjoint_atol=None,
+        adjoint_norm="seminorm",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        _check_func(func)
+        self.func = func
+        times, _ = _validation.check_times(t, tf.float64, [])
+        if times.shape.rank != 1:
+            raise ValueError(f"`t` must be a flat sequence of times. Received: t={t!r}")
+        self.t = tuple(float(x) for x in times.numpy())
+        tableau = solvers.get(method)
+        _validation.check_options(tableau, rtol=rtol, atol=atol, step_size=step_size,
+                                  first_step=None, max_num_steps=max_num_steps)
+        if adjoint_method is not None:
+            solvers.get(adjoint_method)
+        if adjoint_norm not in ("seminorm", "full"):
+            raise ValueError(
+                f"`adjoint_norm` must be 'seminorm' or 'full'. Received: {adjoint_norm!r}"
+            )
+        self.method = method
+        self.rtol, self.atol, self.step_size = rtol, atol, step_size
+        self.adjoint = bool(adjoint)
+        self.return_sequences = bool(return_sequences)
+        self.max_num_steps = int(max_num_steps)
+        self.adjoint_method = adjoint_method
+        self.adjoint_rtol, self.adjoint_atol = adjoint_rtol, adjoint_atol
+        self.adjoint_norm = adjoint_norm
+        if self.dtype_policy.compute_dtype in _HALF_DTYPES:
+            self.dtype_policy = "float32"
+        if func.dtype_policy.compute_dtype in _HALF_DTYPES:
+            func.dtype_policy = "float32"
+        self.nfe = _LastValue(name=f"{self.name}_nfe")
+        self.backward_nfe = _LastValue(name=f"{self.name}_backward_nfe") if adjoint else None
+
+    def build(self, input_shape):
+        if not self.func.built:
+            # Calling once lets Keras build any dynamics layer from real shapes.
+            shape = [1 if d is None else d for d in input_shape]
+            self.func(tf.zeros([], self.compute_dtype), tf.zeros(shape, self.compute_dtype))
+
+    def call(self, y0, t=None, training=None):
+        times = self._times(t, y0.dtype)
+        options = dict(method=self.method, rtol=self.rtol, atol=self.atol,
+                       step_size=self.step_size, max_num_steps=self.max_num_steps,
+                       return_stats=True)
+        if self.adjoint:
+            ys, stats = odeint_adjoint(
+                self.func, y0, times, adjoint_method=self.adjoint_method,
+                adjoint_rtol=self.adjoint_rtol, adjoint_atol=self.adjoint_atol,
+                adjoint_norm=self.adjoint_norm,
+                backward_stats=self.backward_nfe if training else None, **options,
+            )
+        else:
+            ys, stats = odeint(self.func, y0, times, **options)
+        if training:  # metric variables must stay out of exported serving graphs
+            self.nfe.update_state(stats.nfe)
+        if not self.return_sequences:
+            return ys[-1]
+        perm = [1, 0] + list(range(2, ys.shape.rank))
+        return tf.transpose(ys, perm)  # [B, T, ...]
+
+    def _times(self, t, dtype):
+        if t is None:
+            return tf.constant(self.t, dtype)
+        t = tf.cast(t, dtype)
+        if t.shape.rank == 1:
+            return t
+        if t.shape.rank == 2:
+            return tf.transpose(t)  # [B, T] -> [T, B], time-major for odeint
+        raise ValueError(
+            f"`t` must have shape [T] or [B, T] (a grid per sample). Received: t with shape "
+            f"{t.shape}"
+        )
+
+    def compute_output_shape(self, y0_shape, t_shape=None):
+        if not self.return_sequences:
+            return tuple(y0_shape)
+        num_times = len(self.t) if t_shape is None else t_shape[-1]
+        return (y0_shape[0], num_times, *y0_shape[1:])
+
+    def get_config(self):
+        config = {
+            "func": keras.saving.serialize_keras_object(self.func),
+            "t": list(self.t),
+            "method": self.method,
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "step_size": self.step_size,
+            "adjoint": self.adjoint,
+            "return_sequences": self.return_sequences,
+            "max_num_steps": self.max_num_steps,
+            "adjoint_method": self.adjoint_method,
+            "adjoint_rtol": self.adjoint_rtol,
+            "adjoint_atol": self.adjoint_atol,
+            "adjoint_norm": self.adjoint_norm,
+        }
+        return {**super().get_config(), **config}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["func"] = keras.saving.deserialize_keras_object(config["func"])
+        return cls(**config)
+
+
+def _check_func(func):
+    if not isinstance(func, keras.layers.Layer):
+        raise ValueError(
+            "`func` must be a Keras layer whose `call(t, y)` returns dy/dt, e.g. "
+            "`tfnode.MLPODEFunc()` or a subclass of `tfnode.ODEFunc`. Received: "
+            f"func={func!r}"
+        )
+    params = [p for p in inspect.signature(func.call).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(params) < 2:
+        raise ValueError(
+            "`func.call` must take `(t, y)` and return dy/dt. Received: "
+            f"{type(func).__name__}.call{inspect.signature(func.call)}"
+        )
