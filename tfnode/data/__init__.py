@@ -1,0 +1,1 @@
+"""Data sets: the spirals generator and the MNIST loader."""
