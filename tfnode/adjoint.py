@@ -11,7 +11,7 @@ from tfnode._typing import ODEFunction, State, TensorLike, TimeLike
 from tfnode.odeint import finish, prepare, run_driver, solve
 from tfnode.solvers.controller import rms_norm
 from tfnode.solvers.time_map import broadcast_to_leaf
-from tfnode.stats import SolverStats
+from tfnode.stats import SolverStats, raise_on_failure
 
 _NORMS = ("seminorm", "full")
 
@@ -341,9 +341,12 @@ def _backward(dynamics, param_values, ys, grad_ys, y0, t, tableau, options, norm
     adj_t = tf.tensor_scatter_nd_update(adj_t, [[0]], -dot(adj_y, func(t[0], y0))[None])
     adj_y = [a + g[0] for a, g in zip(adj_y, grad_ys)]
     grads = adj_y + [adj_t] + adj_params
+    stats = SolverStats(nfe, num_steps, num_rejected, status)
+    checks = raise_on_failure(status, max_num_steps=options["max_num_steps"],
+                              context="In the backward (adjoint) solve: ")
     if recorder is not None:
-        with tf.control_dependencies(
-            recorder.record(SolverStats(nfe, num_steps, num_rejected, status))
-        ):
+        checks += recorder.record(stats)
+    if checks:
+        with tf.control_dependencies(checks):
             grads = [tf.identity(g) for g in grads]
     return grads

@@ -68,8 +68,10 @@ def in_xla_context() -> bool:
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
-def raise_on_failure(status, *, max_num_steps):
+def raise_on_failure(status, *, max_num_steps, context=""):
     """Raises in eager mode, or adds an assertion in a graph, if `status != 0`.
+
+    `context` prefixes the message (e.g. which solve failed).
 
     Under XLA assertions are ignored by TensorFlow, so nothing is added; the
     status and the NaN outputs report the failure. Returns the control
@@ -79,10 +81,12 @@ def raise_on_failure(status, *, max_num_steps):
         code = int(status)
         if code != Status.SUCCESS:
             raise tf.errors.InvalidArgumentError(
-                None, None, status_message(code, max_num_steps=max_num_steps)
+                None, None, context + status_message(code, max_num_steps=max_num_steps)
             )
         return []
     if in_xla_context():
         return []
-    messages = tf.constant([status_message(s, max_num_steps=max_num_steps) for s in Status])
+    messages = tf.constant(
+        [context + status_message(s, max_num_steps=max_num_steps) for s in Status]
+    )
     return [tf.debugging.Assert(tf.equal(status, 0), [tf.gather(messages, status)], summarize=1)]
