@@ -53,17 +53,15 @@ class ConvODEFunc(ODEFunc):
 
     def build(self, t_shape, y_shape):
         if len(y_shape) != 4 or y_shape[-1] is None:
-            raise ValueError(
-                f"ConvODEFunc needs `y` of shape [B, H, W, C]. Received: {y_shape}"
-            )
+            raise ValueError(f"ConvODEFunc needs `y` of shape [B, H, W, C]. Received: {y_shape}")
         channels = y_shape[-1]
         dtype = self.dtype_policy
         self.norm1 = _group_norm(channels, dtype)
-        self.conv1 = keras.layers.Conv2D(self.filters, self.kernel_size, padding="same",
-                                         dtype=dtype)
+        self.conv1 = keras.layers.Conv2D(
+            self.filters, self.kernel_size, padding="same", dtype=dtype
+        )
         self.norm2 = _group_norm(self.filters, dtype)
-        self.conv2 = keras.layers.Conv2D(channels, self.kernel_size, padding="same",
-                                         dtype=dtype)
+        self.conv2 = keras.layers.Conv2D(channels, self.kernel_size, padding="same", dtype=dtype)
         self.norm3 = _group_norm(channels, dtype)
         spatial = tuple(y_shape[:-1])
         self.norm1.build(spatial + (channels,))
@@ -97,21 +95,28 @@ class ConvODEBlock(NeuralODELayer):
 
     Call arguments:
         y0: Tensor of shape `[B, H, W, C]`.
+        t: Optional times overriding the default, as in `NeuralODELayer`.
+        training: Whether the call is a training step.
 
     Returns:
-        Tensor of the shape of `y0`.
+        Tensor of the shape of `y0` (`[B, T, H, W, C]` with
+        `return_sequences=True`).
 
     Example:
 
-    >>> block = tfnode.ConvODEBlock(filters=8)
-    >>> block(tf.zeros([2, 6, 6, 8])).shape
-    TensorShape([2, 6, 6, 8])
+    >>> inputs = keras.Input((8, 8, 1))
+    >>> h = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    >>> h = tfnode.ConvODEBlock(filters=4)(h)
+    >>> outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(h))
+    >>> model = keras.Model(inputs, outputs)
+    >>> model(tf.random.normal([2, 8, 8, 1])).shape
+    TensorShape([2, 10])
     """
 
     def __init__(self, filters=64, kernel_size=3, t=(0.0, 1.0), rtol=1e-3, atol=1e-3, **kwargs):
-        kwargs.pop("func", None)
-        func = ConvODEFunc(filters=filters, kernel_size=kernel_size,
-                           dtype=kwargs.get("dtype"), name="func")
+        func = ConvODEFunc(
+            filters=filters, kernel_size=kernel_size, dtype=kwargs.get("dtype"), name="func"
+        )
         super().__init__(func, t=t, rtol=rtol, atol=atol, **kwargs)
         self.filters = func.filters
         self.kernel_size = func.kernel_size

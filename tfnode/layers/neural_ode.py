@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfnode import _validation, solvers
@@ -19,8 +20,9 @@ class _LastValue(keras.metrics.Metric):
 
     def __init__(self, name, **kwargs):
         super().__init__(name=name, **kwargs)
-        self.value = self.add_variable(shape=(), initializer="zeros", name="value",
-                                       aggregation="mean")
+        self.value = self.add_variable(
+            shape=(), initializer="zeros", name="value", aggregation="mean"
+        )
 
     def update_state(self, value):
         self.value.assign(tf.cast(value, self.value.dtype))
@@ -48,16 +50,20 @@ class NeuralODELayer(keras.layers.Layer):
 
     Solver statistics appear in `fit` logs as `{name}_nfe` (forward function
     evaluations of the last training batch) and, with `adjoint=True`,
-    `{name}_backward_nfe`. For counts outside training, call
+    `{name}_backward_nfe`. They are recorded in training calls only (so that
+    exported serving graphs update no metrics); `evaluate` logs show them as
+    0. For counts outside training, call
     `tfnode.odeint(..., return_stats=True)` on `layer.func`.
 
     Under a mixed-precision policy (`mixed_float16`, `mixed_bfloat16`) the
-    layer and `func` compute in float32: a half-precision adaptive solve
-    cannot meet its tolerances.
+    layer, `func` and every layer inside `func` compute in float32: a
+    half-precision adaptive solve cannot meet its tolerances. Inputs are cast
+    to float32 and outputs are float32.
 
     Args:
         func: The dynamics: a Keras layer whose `call(t, y)` returns `dy/dt`,
-            such as `tfnode.MLPODEFunc` or a subclass of `tfnode.ODEFunc`.
+            such as `tfnode.MLPODEFunc` or a subclass of `tfnode.ODEFunc`. It
+            must compute in the layer's dtype (pass the same `dtype` to both).
         t: Default times, a sequence of at least 2 strictly monotonic floats;
             the layer integrates from `t[0]`. Defaults to `(0.0, 1.0)`.
         method: Solver, one of `tfnode.solvers.SOLVERS`. Defaults to
@@ -86,6 +92,21 @@ class NeuralODELayer(keras.layers.Layer):
         The state at the last time, of the shape of `y0`; with
         `return_sequences=True`, the states at every time, `[B, T, ...]`.
 
+    Raises:
+        ValueError: If `func` is not a Keras layer with `call(t, y)`, if its
+            dtype differs from the layer's, if `t` or a solver option is
+            invalid.
+        tf.errors.InvalidArgumentError: When the forward or (when the
+            gradient is taken) the backward solve fails: too many steps,
+            step-size underflow, a non-finite state. The message says which
+            solve, what happened and what to try.
+
+    Note:
+        Under `jit_compile=True` (XLA) TensorFlow drops assertions: a failed
+        solve does not raise but makes the outputs (forward) or gradients
+        (backward) NaN, so the loss turns NaN. Run one epoch with
+        `jit_compile=False` to see the message.
+
     Example:
 
     >>> inputs = keras.Input((2,))
@@ -94,6 +115,11 @@ class NeuralODELayer(keras.layers.Layer):
     >>> model = keras.Model(inputs, ode(inputs))
     >>> model(tf.ones([4, 2])).shape
     TensorShape([4, 3, 2])
+    >>> ode(tf.ones([4, 2]), t=[0.0, 1.0, 2.0, 3.0]).shape
+    TensorShape([4, 4, 2])
+
+    References:
+        Chen et al. (2018), "Neural Ordinary Differential Equations", NeurIPS.
     """
 
     def __init__(
@@ -116,13 +142,22 @@ class NeuralODELayer(keras.layers.Layer):
         super().__init__(**kwargs)
         _check_func(func)
         self.func = func
+        if np.ndim(t) != 1:
+            raise ValueError(
+                "`t` must be a flat sequence of times; pass per-sample grids [B, T] "
+                f"when calling the layer. Received: t={t!r}"
+            )
         times, _ = _validation.check_times(t, tf.float64, [])
-        if times.shape.rank != 1:
-            raise ValueError(f"`t` must be a flat sequence of times. Received: t={t!r}")
         self.t = tuple(float(x) for x in times.numpy())
         tableau = solvers.get(method)
-        _validation.check_options(tableau, rtol=rtol, atol=atol, step_size=step_size,
-                                  first_step=None, max_num_steps=max_num_steps)
+        _validation.check_options(
+            tableau,
+            rtol=rtol,
+            atol=atol,
+            step_size=step_size,
+            first_step=None,
+            max_num_steps=max_num_steps,
+        )
         if adjoint_method is not None:
             solvers.get(adjoint_method)
         if adjoint_norm not in ("seminorm", "full"):
@@ -137,10 +172,14 @@ class NeuralODELayer(keras.layers.Layer):
         self.adjoint_method = adjoint_method
         self.adjoint_rtol, self.adjoint_atol = adjoint_rtol, adjoint_atol
         self.adjoint_norm = adjoint_norm
-        if self.dtype_policy.compute_dtype in _HALF_DTYPES:
-            self.dtype_policy = "float32"
-        if func.dtype_policy.compute_dtype in _HALF_DTYPES:
-            func.dtype_policy = "float32"
+        _compute_in_float32(self)  # self, func and the layers func holds now
+        if func.compute_dtype != self.compute_dtype:
+            raise ValueError(
+                f"`func` computes in {func.compute_dtype} but the NeuralODELayer in "
+                f"{self.compute_dtype}; give both the same `dtype`, e.g. "
+                f"`NeuralODELayer(MLPODEFunc(dtype='{self.compute_dtype}'), "
+                f"dtype='{self.compute_dtype}')`. Received: func={func!r}"
+            )
         self.nfe = _LastValue(name=f"{self.name}_nfe")
         self.backward_nfe = _LastValue(name=f"{self.name}_backward_nfe") if adjoint else None
 
@@ -149,40 +188,76 @@ class NeuralODELayer(keras.layers.Layer):
             # Calling once lets Keras build any dynamics layer from real shapes.
             shape = [1 if d is None else d for d in input_shape]
             self.func(tf.zeros([], self.compute_dtype), tf.zeros(shape, self.compute_dtype))
+        _compute_in_float32(self.func)  # layers that `func.build` created
 
     def call(self, y0, t=None, training=None):
-        times = self._times(t, y0.dtype)
-        options = dict(method=self.method, rtol=self.rtol, atol=self.atol,
-                       step_size=self.step_size, max_num_steps=self.max_num_steps,
-                       return_stats=True)
-        if self.adjoint:
-            ys, stats = odeint_adjoint(
-                self.func, y0, times, adjoint_method=self.adjoint_method,
-                adjoint_rtol=self.adjoint_rtol, adjoint_atol=self.adjoint_atol,
-                adjoint_norm=self.adjoint_norm,
-                backward_stats=self.backward_nfe if training else None, **options,
-            )
-        else:
-            ys, stats = odeint(self.func, y0, times, **options)
+        times = self._times(t, y0)
+        options = dict(
+            method=self.method,
+            rtol=self.rtol,
+            atol=self.atol,
+            step_size=self.step_size,
+            max_num_steps=self.max_num_steps,
+            return_stats=True,
+        )
+        try:
+            with tf.name_scope("forward_solve"):  # names the failing node in graphs
+                if self.adjoint:
+                    ys, stats = odeint_adjoint(
+                        self.func,
+                        y0,
+                        times,
+                        adjoint_method=self.adjoint_method,
+                        adjoint_rtol=self.adjoint_rtol,
+                        adjoint_atol=self.adjoint_atol,
+                        adjoint_norm=self.adjoint_norm,
+                        backward_stats=self.backward_nfe if training else None,
+                        **options,
+                    )
+                else:
+                    ys, stats = odeint(self.func, y0, times, **options)
+        except tf.errors.InvalidArgumentError as e:  # eager: say which layer failed
+            raise type(e)(
+                e.node_def, e.op, f"{self._describe()}, forward solve: {e.message}"
+            ) from None
         if training:  # metric variables must stay out of exported serving graphs
             self.nfe.update_state(stats.nfe)
         if not self.return_sequences:
             return ys[-1]
         perm = [1, 0] + list(range(2, ys.shape.rank))
-        return tf.transpose(ys, perm)  # [B, T, ...]
+        return tf.transpose(ys, perm)  # [T, B, ...] -> [B, T, ...]
 
-    def _times(self, t, dtype):
+    def _times(self, t, y0):
+        """`t` (default, `[T]` or `[B, T]`) as the time-major times of `odeint`."""
         if t is None:
-            return tf.constant(self.t, dtype)
-        t = tf.cast(t, dtype)
+            return tf.constant(self.t, y0.dtype)
+        t = tf.cast(t, y0.dtype)
         if t.shape.rank == 1:
             return t
-        if t.shape.rank == 2:
-            return tf.transpose(t)  # [B, T] -> [T, B], time-major for odeint
-        raise ValueError(
-            f"`t` must have shape [T] or [B, T] (a grid per sample). Received: t with shape "
-            f"{t.shape}"
-        )
+        if t.shape.rank != 2:
+            raise ValueError(
+                "`t` must have shape [T] or [B, T] (a grid per sample). Received: t with "
+                f"shape {t.shape}"
+            )
+        # Checked here so that errors speak of [B, T], not odeint's [T, B].
+        if None not in (t.shape[0], y0.shape[0]) and t.shape[0] != y0.shape[0]:
+            raise ValueError(
+                "`t` of shape [B, T] needs one row of times per sample of `y0`. Received: "
+                f"t with shape {t.shape} for y0 with shape {y0.shape}"
+            )
+        value = tf.get_static_value(t)
+        if value is not None:
+            steps = np.diff(value, axis=1)
+            if not np.all(np.isfinite(value)) or not (np.all(steps > 0) or np.all(steps < 0)):
+                raise ValueError(
+                    "`t` of shape [B, T] must hold a strictly increasing or strictly "
+                    "decreasing grid in each row, all in the same direction, with finite "
+                    f"values. Received: t={np.array2string(value, threshold=20)}"
+                )
+        return tf.transpose(t)  # [B, T] -> [T, B], time-major for odeint
+
+    def _describe(self):
+        return f"{type(self).__name__} '{self.name}'"
 
     def compute_output_shape(self, y0_shape, t_shape=None):
         if not self.return_sequences:
@@ -215,6 +290,14 @@ class NeuralODELayer(keras.layers.Layer):
         return cls(**config)
 
 
+def _compute_in_float32(layer):
+    """Gives `layer` and every layer inside it that computes in half precision
+    a float32 policy (mixed policies already keep float32 variables)."""
+    for sublayer in layer._flatten_layers(include_self=True):
+        if sublayer.compute_dtype in _HALF_DTYPES:
+            sublayer.dtype_policy = "float32"
+
+
 def _check_func(func):
     if not isinstance(func, keras.layers.Layer):
         raise ValueError(
@@ -222,9 +305,17 @@ def _check_func(func):
             "`tfnode.MLPODEFunc()` or a subclass of `tfnode.ODEFunc`. Received: "
             f"func={func!r}"
         )
-    params = [p for p in inspect.signature(func.call).parameters.values()
-              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if len(params) < 2:
+    params = inspect.signature(func.call).parameters.values()
+    takes_args = any(p.kind == p.VAR_POSITIONAL for p in params)
+    # Keras fills `training` and `mask` itself: `Dense.call(inputs, training)`
+    # takes one input, not `(t, y)`.
+    inputs = [
+        p
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        and p.name not in ("training", "mask")
+    ]
+    if len(inputs) < 2 and not takes_args:
         raise ValueError(
             "`func.call` must take `(t, y)` and return dy/dt. Received: "
             f"{type(func).__name__}.call{inspect.signature(func.call)}"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Iterable
+
 import keras
 import tensorflow as tf
 
@@ -16,20 +19,43 @@ class ODEFunc(keras.layers.Layer):
     with that `call` signature works as dynamics; this base adds
     `concat_time`, the usual way to make dynamics time-dependent.
 
+    Args:
+        **kwargs: Base layer keyword arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        t: Scalar tensor, or `[B]` for per-sample times. Pass a tensor, not a
+            Python float (Keras rejects non-tensor positional arguments).
+        y: The state, a tensor of shape `[B, ...]`.
+
+    Returns:
+        `dy/dt`, a tensor of the shape and dtype of `y`.
+
     Example:
 
-    >>> class Linear(tfnode.ODEFunc):
+    >>> @keras.saving.register_keras_serializable(package="doctest")
+    ... class Linear(tfnode.ODEFunc):
     ...     def build(self, t_shape, y_shape):
     ...         self.A = self.add_weight(shape=(y_shape[-1], y_shape[-1]))
     ...     def call(self, t, y):
     ...         return y @ self.A
     >>> Linear()(tf.constant(0.0), tf.ones([4, 2])).shape
     TensorShape([4, 2])
+    >>> ode = tfnode.NeuralODELayer(Linear(), t=(0.0, 1.0))
+    >>> ode(tf.ones([4, 2])).shape
+    TensorShape([4, 2])
     """
 
     @staticmethod
     def concat_time(t, y):
-        """Appends `t` to `y` as one more feature (last axis) per sample."""
+        """Appends `t` to `y` as one more feature (last axis) per sample.
+
+        Args:
+            t: Scalar tensor, or `[B]` for per-sample times.
+            y: Tensor of shape `[B, ..., D]`.
+
+        Returns:
+            Tensor of shape `[B, ..., D + 1]` whose last feature is `t`.
+        """
         t = tf.cast(t, y.dtype)
         batch_shape = tf.shape(y)[:-1]
         if t.shape.rank == 1:  # per-sample times [B]
@@ -82,12 +108,16 @@ class MLPODEFunc(ODEFunc):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        hidden_units = tuple(int(u) for u in hidden_units)
-        if any(u < 1 for u in hidden_units):
+        iterable = isinstance(hidden_units, Iterable) and not isinstance(hidden_units, str)
+        if not iterable or not all(
+            isinstance(u, numbers.Integral) and not isinstance(u, bool) and u >= 1
+            for u in hidden_units
+        ):
             raise ValueError(
-                f"`hidden_units` must be positive integers. Received: hidden_units={hidden_units}"
+                "`hidden_units` must be a sequence of positive integers, e.g. (64, 64). "
+                f"Received: hidden_units={hidden_units!r}"
             )
-        self.hidden_units = hidden_units
+        self.hidden_units = tuple(int(u) for u in hidden_units)
         self.activation = keras.activations.get(activation)
         self.time_dependent = bool(time_dependent)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -101,13 +131,18 @@ class MLPODEFunc(ODEFunc):
             raise ValueError(f"`y` needs a known last axis. Received: y with shape {y_shape}")
         self.hidden = [
             keras.layers.Dense(
-                u, activation=self.activation, kernel_initializer=self.kernel_initializer,
-                dtype=self.dtype_policy, name=f"hidden_{i}",
+                u,
+                activation=self.activation,
+                kernel_initializer=self.kernel_initializer,
+                dtype=self.dtype_policy,
+                name=f"hidden_{i}",
             )
             for i, u in enumerate(self.hidden_units)
         ]
         self.out = keras.layers.Dense(
-            features, kernel_initializer=self.output_initializer, dtype=self.dtype_policy,
+            features,
+            kernel_initializer=self.output_initializer,
+            dtype=self.dtype_policy,
             name="output",
         )
         width = features + int(self.time_dependent)
