@@ -87,7 +87,8 @@ def check_times(t, dtype, y0):
         )
     if t.shape[0] is not None and t.shape[0] < 2:
         raise ValueError(
-            f"`t` needs at least 2 times: t[0] for y0 and the times to solve for. Received: t={_show(t)}"
+            "`t` needs at least 2 times: t[0] for y0 and the times to solve for. "
+            f"Received: t={_show(t)}"
         )
     if t.shape.rank == 2:
         batch = t.shape[1]

@@ -29,7 +29,8 @@ def status_message(status: Status | int, *, max_num_steps: int) -> str:
             "enlarge `step_size` (fixed-step methods); the dynamics may be stiff."
         ),
         Status.STEP_SIZE_UNDERFLOW: (
-            "The ODE solver's step size underflowed: the error estimate stayed above "
+            # No apostrophes: graph-mode assertions print the message C-escaped (\').
+            "The step size of the ODE solver underflowed: the error estimate stayed above "
             "tolerance at steps too small to advance time. Loosen `rtol`/`atol`, "
             "use float64, or check the dynamics for a singularity or stiffness."
         ),

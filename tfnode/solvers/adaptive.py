@@ -1,7 +1,7 @@
 """The adaptive driver: embedded Runge–Kutta steps under a PI controller, with
 outputs at the requested times by dense-output interpolation."""
 
-import numpy as np
+import ml_dtypes
 import tensorflow as tf
 
 from tfnode.solvers import interpolation, runge_kutta
@@ -12,7 +12,8 @@ from tfnode.stats import SolverStats, Status
 
 # Stands in for a non-finite error ratio so that the step is rejected and shrunk.
 _LARGE_RATIO = 1e10
-# A step below this many machine epsilons of the (unit) span cannot advance time.
+# A step below this many machine epsilons of the unit time `u` reached cannot advance it.
+# Relative to `u`, not to the whole span: short steps early in a long span are legal.
 _UNDERFLOW_EPS = 10.0
 
 
@@ -90,14 +91,16 @@ def solve(
             controller.next_dt(dt, ratio, prev_ratio, accept, tableau.error_order)
         )
         done = accept & last
-        underflow = ~done & (dt_next < _UNDERFLOW_EPS * tf.constant(_eps(dtype), dtype))
+        eps = tf.constant(_eps(dtype), dtype)
+        u_next = tf.where(accept, u_new, u)
+        underflow = ~done & (dt_next < _UNDERFLOW_EPS * eps * tf.maximum(u_next, eps))
         status = tf.where(
             underflow & (status == 0),
             tf.where(ratio_finite, Status.STEP_SIZE_UNDERFLOW, Status.NONFINITE),
             status,
         )
         return (
-            tf.where(accept, u_new, u),
+            u_next,
             dt_next,
             [tf.where(accept, a, b) for a, b in zip(y1, y)],
             [tf.where(accept, a, b) for a, b in zip(k_next, k1)],
@@ -124,7 +127,8 @@ def solve(
 
 
 def _eps(dtype):
-    return float(np.finfo(dtype.as_numpy_dtype).eps)
+    # ml_dtypes (a TensorFlow dependency) also knows bfloat16, which np.finfo rejects.
+    return float(ml_dtypes.finfo(dtype.as_numpy_dtype).eps)
 
 
 def _fill_shared(u_out, num_times, idx, ys, u, dt, u_new, coeffs, accept):

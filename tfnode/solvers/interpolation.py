@@ -4,8 +4,6 @@ Coefficients are returned lowest degree first, one list per state leaf, and
 evaluated by Horner's rule with `evaluate`.
 """
 
-import tensorflow as tf
-
 
 def hermite(y0, y1, f0, f1, dt):
     """Cubic Hermite interpolant through `y0, y1` with slopes `f0, f1`."""
