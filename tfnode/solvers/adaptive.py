@@ -2,13 +2,14 @@
 outputs at the requested times by dense-output interpolation."""
 
 import ml_dtypes
+import numpy as np
 import tensorflow as tf
 
 from tfnode.solvers import interpolation, runge_kutta
 from tfnode.solvers.controller import rms_norm
 from tfnode.solvers.initial_step import initial_step
 from tfnode.solvers.time_map import broadcast_to_leaf, rescaled
-from tfnode.stats import SolverStats, Status
+from tfnode.stats import SolverStats, Status, in_xla_context
 
 # Stands in for a non-finite error ratio so that the step is rejected and shrunk.
 _LARGE_RATIO = 1e10
@@ -63,7 +64,13 @@ def solve(
           for y in y0]
     idx = tf.ones([tf.shape(t)[1]] if per_sample else [], tf.int32)
 
-    fill = _fill_per_sample if per_sample else _fill_shared
+    if per_sample:
+        fill = _fill_per_sample
+    elif in_xla_context():
+        fill = _fill_shared
+    else:
+        fill = _fill_shared_graph
+        dense = tf.constant(_dense_output_matrix(tableau), dtype)
 
     def body(u, dt, y, k1, prev_ratio, idx, ys, nfe, num_steps, num_rejected, status):
         last = dt >= one - u
@@ -80,12 +87,17 @@ def solve(
         else:
             k_next = g(u_new, y1)
             nfe += 1
-        if tableau.b_mid is not None:
-            y_mid = runge_kutta.combine(y, dt, tableau.b_mid, ks)
-            coeffs = interpolation.quartic(y, y1, y_mid, k1, k_next, dt)
+        if fill is _fill_shared_graph:
+            # Graph mode: no inner loop, no interpolant unless an output falls in the step.
+            ks_dense = ks if tableau.fsal else ks + [k_next]
+            idx, ys = fill(u_out, num_times, idx, ys, u, dt, u_new, y, ks_dense, accept, dense)
         else:
-            coeffs = interpolation.hermite(y, y1, k1, k_next, dt)
-        idx, ys = fill(u_out, num_times, idx, ys, u, dt, u_new, coeffs, accept)
+            if tableau.b_mid is not None:
+                y_mid = runge_kutta.combine(y, dt, tableau.b_mid, ks)
+                coeffs = interpolation.quartic(y, y1, y_mid, k1, k_next, dt)
+            else:
+                coeffs = interpolation.hermite(y, y1, k1, k_next, dt)
+            idx, ys = fill(u_out, num_times, idx, ys, u, dt, u_new, coeffs, accept)
 
         dt_next = tf.stop_gradient(
             controller.next_dt(dt, ratio, prev_ratio, accept, tableau.error_order)
@@ -171,3 +183,45 @@ def _fill_per_sample(u_out, num_times, idx, ys, u, dt, u_new, coeffs, accept):
     return tf.while_loop(
         lambda i, ys: tf.reduce_any(pending(i)), body, (idx, ys), maximum_iterations=num_times
     )
+
+
+def _dense_output_matrix(tableau):
+    """`P` `[4, s']`: the step's interpolant is `y + dt * sum_p theta^(p+1) (P k)[p]` over
+    the stages `k` (plus `f(y1)` as an extra stage for non-FSAL methods): the quartic
+    through `b_mid` when the tableau has it, else the cubic Hermite."""
+    s = tableau.num_stages
+    n = s if tableau.fsal else s + 1
+    e1, e_next = np.eye(n)[0], np.eye(n)[-1]
+    b = np.pad(np.asarray(tableau.b, float), (0, n - s))
+    delta, gamma = b - e1, e_next - e1  # (y1 - y - dt f0) / dt, (f1 - f0)
+    if tableau.b_mid is None:
+        rows = [e1, 3 * delta - gamma, -2 * delta + gamma, np.zeros(n)]
+    else:
+        mid = np.pad(np.asarray(tableau.b_mid, float), (0, n - s)) - 0.5 * e1
+        rows = [e1, -5 * delta + gamma + 16 * mid, 14 * delta - 3 * gamma - 32 * mid,
+                -8 * delta + 2 * gamma + 16 * mid]
+    return np.stack(rows)
+
+
+def _fill_shared_graph(u_out, num_times, idx, ys, u, dt, u_new, y, ks, accept, dense):
+    """Graph-mode `_fill_shared`: all the outputs of the step in one scatter, with the
+    interpolant as two small matmuls over the stacked stages; skipped (`tf.cond`) when
+    no output falls in the step. Uses dynamic shapes, so not under XLA."""
+    m = tf.reduce_sum(
+        tf.cast(accept & (tf.range(num_times) >= idx) & (u_out <= u_new), tf.int32)
+    )
+
+    def write():
+        rows = tf.range(idx, idx + m)
+        theta = (tf.gather(u_out, rows) - u) / dt  # [m]
+        powers = theta[:, None] ** tf.constant([1, 2, 3, 4], theta.dtype)  # [m, 4]
+        weights = dt * tf.matmul(powers, dense)  # [m, s']
+        out = []
+        for i, leaf in enumerate(ys):
+            stages = tf.reshape(tf.stack([k[i] for k in ks]), [len(ks), -1])
+            values = tf.reshape(y[i], [1, -1]) + tf.matmul(weights, stages)
+            values = tf.reshape(values, tf.concat([[m], tf.shape(y[i])], 0))
+            out.append(tf.tensor_scatter_nd_update(leaf, rows[:, None], values))
+        return idx + m, out
+
+    return tf.cond(m > 0, write, lambda: (idx, ys))
