@@ -264,15 +264,11 @@ _DEFAULT_CASES = {
     ("variables", "graph"),
     ("tensors", "eager"), ("tensors", "graph"),
 }
-_KERAS_PARAMS_BUG = pytest.mark.xfail(
-    strict=True, raises=ValueError,
-    reason="bug: keras.Variables in `params=` reach `tape.watch` in the backward pass",
-)
 GRADIENT_CASES = [
     pytest.param(kind, mode, marks=() if (kind, mode) in _DEFAULT_CASES else pytest.mark.slow)
     for kind in ("keras", "module", "variables", "tensors")
     for mode in ("eager", "graph", "xla")
-] + [pytest.param("keras_params", "graph", marks=_KERAS_PARAMS_BUG)]
+] + [pytest.param("keras_params", "graph")]  # keras.Variables passed in `params=`
 # Backprop under XLA compiles a second large function per case, and the XLA
 # adjoint is already checked against finite differences.
 BACKPROP_CASES = [

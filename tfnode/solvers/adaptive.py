@@ -20,7 +20,7 @@ _UNDERFLOW_EPS = 10.0
 
 def solve(
     func, y0, t, tableau, controller, *, max_num_steps, first_step=None, norm=rms_norm,
-    rescale=rescaled,
+    rescale=rescaled, return_next_step=False,
 ):
     """Solves from `t[0]` through `t`, returning `(ys, stats)`.
 
@@ -36,10 +36,13 @@ def solve(
             seminorm).
         rescale: `rescale(func, t_start, span) -> g(u, y)`, the dynamics in the
             unit time `u` (see `time_map.rescaled`; the adjoint passes its own).
+        return_next_step: whether to also return the step the controller
+            proposed before the last step was cut to end at `t[-1]` (in units
+            of `t`), to start a following solve (the adjoint's next interval).
 
     Returns:
         `ys`, a list of `[T, *leaf.shape]` tensors (NaN if the solve failed),
-        and a `SolverStats`.
+        and a `SolverStats`; with `return_next_step`, also that step.
     """
     dtype = y0[0].dtype
     per_sample = t.shape.rank == 2
@@ -73,6 +76,7 @@ def solve(
         dense = tf.constant(_dense_output_matrix(tableau), dtype)
 
     def body(u, dt, y, k1, prev_ratio, idx, ys, nfe, num_steps, num_rejected, status):
+        proposed = dt
         last = dt >= one - u
         dt = tf.where(last, one - u, dt)
         y1, y_err, ks = runge_kutta.step(g, u, y, dt, tableau, k1)
@@ -113,7 +117,7 @@ def solve(
         )
         return (
             u_next,
-            dt_next,
+            tf.where(done, proposed, dt_next),
             [tf.where(accept, a, b) for a, b in zip(y1, y)],
             [tf.where(accept, a, b) for a, b in zip(k_next, k1)],
             tf.where(accept, ratio, prev_ratio),
@@ -129,13 +133,16 @@ def solve(
         return (u < one) & (status == 0)
 
     loop_vars = (zero, dt, y0, k1, one, idx, ys, tf.constant(1 + extra_nfe), 0, 0, status)
-    u, _, _, _, _, _, ys, nfe, num_steps, num_rejected, status = tf.while_loop(
+    u, dt, _, _, _, _, ys, nfe, num_steps, num_rejected, status = tf.while_loop(
         cond, body, loop_vars, maximum_iterations=max_num_steps
     )
     status = tf.where((status == 0) & (u < one), Status.MAX_STEPS_REACHED, status)
     nan = tf.constant(float("nan"), dtype)
     ys = [tf.where(status == 0, y, nan) for y in ys]
-    return ys, SolverStats(nfe, num_steps, num_rejected, status)
+    stats = SolverStats(nfe, num_steps, num_rejected, status)
+    if return_next_step:
+        return ys, stats, dt * tf.reduce_max(tf.abs(span))
+    return ys, stats
 
 
 def _eps(dtype):
