@@ -3,7 +3,9 @@
 from importlib import metadata as _metadata
 
 from tfnode import solvers as solvers
+from tfnode import data as data
 from tfnode import layers as layers
+from tfnode import models as models
 from tfnode.adjoint import BackwardStats as BackwardStats
 from tfnode.adjoint import odeint_adjoint as odeint_adjoint
 from tfnode.layers import ConvODEBlock as ConvODEBlock
@@ -30,7 +32,9 @@ __all__ = [
     "SolverStats",
     "Status",
     "odeint",
+    "data",
     "layers",
+    "models",
     "odeint_adjoint",
     "solvers",
 ]
