@@ -671,3 +671,15 @@ def test_forward_solve_records_nothing_on_eager_tape():
     grad_y0, grad_w = tape.gradient(loss, [y0, w])
     assert_allclose(grad_y0, np.full(2, np.exp(-0.3 * 10.0)), rtol=1e-3)
     assert grad_w is not None
+
+
+def test_unbuilt_keras_layer_is_built_and_differentiated():
+    """An unbuilt Keras layer as `func` gets built, and every weight gets a gradient."""
+    func = tfnode.MLPODEFunc(hidden_units=(4,), dtype="float64")
+    y0 = tf.ones([2, 3], tf.float64)
+    with tf.GradientTape() as tape:
+        ys = tfnode.odeint_adjoint(func, y0, [0.0, 0.5])
+        loss = tf.reduce_sum(ys[-1] ** 2)
+    grads = tape.gradient(loss, func.trainable_variables)
+    assert func.built and len(grads) == 4
+    assert all(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)

@@ -2,10 +2,10 @@
 
 from importlib import metadata as _metadata
 
-from tfnode import solvers as solvers
 from tfnode import data as data
 from tfnode import layers as layers
 from tfnode import models as models
+from tfnode import solvers as solvers
 from tfnode.adjoint import BackwardStats as BackwardStats
 from tfnode.adjoint import odeint_adjoint as odeint_adjoint
 from tfnode.layers import ConvODEBlock as ConvODEBlock

@@ -143,7 +143,9 @@ def odeint_adjoint(
         Seminorms", ICML.
     """
     if adjoint_norm not in _NORMS:
-        raise ValueError(f"`adjoint_norm` must be one of {_NORMS}. Received: {adjoint_norm!r}")
+        raise ValueError(
+            f"`adjoint_norm` must be one of {_NORMS}. Received: adjoint_norm={adjoint_norm!r}"
+        )
     options = dict(rtol=rtol, atol=atol, step_size=step_size, first_step=first_step,
                    max_num_steps=max_num_steps)
     problem = prepare(func, y0, t, method, **options)
@@ -159,6 +161,9 @@ def odeint_adjoint(
         backward_options["step_size"] = None
     _validation.check_options(backward_tableau, **backward_options)
 
+    if params is None and hasattr(func, "stateless_call") and not func.built:
+        # Build the Keras layer (one call) so that its weights exist to pass in.
+        func(problem.t[0], tf.nest.pack_sequence_as(problem.structure, problem.y0))
     dynamics = _Dynamics(func, params, problem.structure)
     num_leaves = len(problem.y0)
     stats_out = []

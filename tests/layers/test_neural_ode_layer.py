@@ -512,3 +512,9 @@ def test_failed_backward_solve_in_fit_raises():
     message = "In the backward \\(adjoint\\) solve: The ODE solver reached `max_num_steps=8`"
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         model.fit(data(), data(), verbose=0)
+
+
+def test_method_must_be_a_name():
+    """A tableau object would not survive `get_config`, so the layer asks for a name."""
+    with pytest.raises(ValueError, match=r"`method` must be a method name.*Received: method="):
+        tfnode.NeuralODELayer(tfnode.MLPODEFunc(), method=tfnode.solvers.get("dopri5"))

@@ -86,7 +86,9 @@ class NeuralODELayer(keras.layers.Layer):
         t: Optional times overriding the default: shape `[T]`, or `[B, T]`
             for a grid per sample.
         training: Whether the call is a training step; solver statistics
-            are recorded only then.
+            are recorded only then. It is not passed to `func`: the dynamics
+            run as in inference (no dropout or batch statistics inside an ODE
+            solve, whose steps would see different noise).
 
     Returns:
         The state at the last time, of the shape of `y0`; with
@@ -149,6 +151,11 @@ class NeuralODELayer(keras.layers.Layer):
             )
         times, _ = _validation.check_times(t, tf.float64, [])
         self.t = tuple(float(x) for x in times.numpy())
+        if not isinstance(method, str):  # a tableau object would not serialise in get_config
+            raise ValueError(
+                f"`method` must be a method name, one of {sorted(solvers.SOLVERS)}. "
+                f"Received: method={method!r}"
+            )
         tableau = solvers.get(method)
         _validation.check_options(
             tableau,
@@ -162,7 +169,8 @@ class NeuralODELayer(keras.layers.Layer):
             solvers.get(adjoint_method)
         if adjoint_norm not in ("seminorm", "full"):
             raise ValueError(
-                f"`adjoint_norm` must be 'seminorm' or 'full'. Received: {adjoint_norm!r}"
+                "`adjoint_norm` must be 'seminorm' or 'full'. "
+                f"Received: adjoint_norm={adjoint_norm!r}"
             )
         self.method = method
         self.rtol, self.atol, self.step_size = rtol, atol, step_size
