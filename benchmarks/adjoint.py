@@ -48,6 +48,9 @@ import tensorflow_probability as tfp
 
 import tfnode
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import solver_forward  # noqa: E402  (the shared problem; benchmarks are scripts, not a package)
+
 STATE, HIDDEN, BATCH, NUM_TIMES = 16, 64, 256, 11
 # Targets from issue 3.
 TARGET_VS_TFP = 0.6
@@ -59,19 +62,9 @@ REFERENCE_TOL = 1e-12
 
 
 def make_problem(seed=0):
-    """Seeded float32 MLP weights `[(W, b), ...]`, initial states `[B, 16]`, times `[11]` and
-    loss weights `[11, B, 16]` (the first three as in `solver_forward.py`)."""
-    rng = np.random.default_rng(seed)
-    sizes = [STATE, HIDDEN, HIDDEN, STATE]
-    weights = [
-        (
-            (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32),
-            (0.1 * rng.standard_normal(n_out)).astype(np.float32),
-        )
-        for n_in, n_out in zip(sizes[:-1], sizes[1:])
-    ]
-    y0 = rng.standard_normal((BATCH, STATE)).astype(np.float32)
-    times = np.linspace(0.0, 1.0, NUM_TIMES, dtype=np.float32)
+    """The problem of `solver_forward.py` (MLP weights, `y0 [B, 16]`, times `[11]`) plus
+    seeded loss weights `[11, B, 16]`."""
+    weights, y0, times = solver_forward.make_problem(seed)
     loss_weights = np.random.default_rng(seed + 1).standard_normal(
         (NUM_TIMES, BATCH, STATE)
     ).astype(np.float32)
