@@ -318,8 +318,8 @@ class ODEVAE(AbstractLatentVAE):
             Defaults to `False`: backprop through the solver. The adjoint's
             backward pass solves one interval per observation time; on the
             spirals (batch 200, 100 observations, 2 CPU cores) it took about
-            1500 evaluations against 30 forward, and a training step 7x as
-            long as backprop (2x with 30 observations). Memory is not the
+            800 evaluations against 30 forward, and a training step 2.5x as
+            long as backprop (also with 30 observations). Memory is not the
             constraint at these sizes.
         seed: Seed of the posterior samples drawn in training.
         **kwargs: `keras.Model` keyword arguments (`name`, ...).
