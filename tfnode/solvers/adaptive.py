@@ -194,20 +194,23 @@ def _fill_per_sample(u_out, num_times, idx, ys, u, dt, u_new, coeffs, accept):
 
 def _dense_output_matrix(tableau):
     """`P` `[4, s']`: the step's interpolant is `y + dt * sum_p theta^(p+1) (P k)[p]` over
-    the stages `k` (plus `f(y1)` as an extra stage for non-FSAL methods): the quartic
-    through `b_mid` when the tableau has it, else the cubic Hermite."""
+    the stages `k` (plus `f(y1)` as an extra stage for non-FSAL methods).
+
+    The rows are `interpolation.quartic`/`hermite` (the one source of the formulas)
+    applied to the stage weights: with `y = 0`, `dt = 1` and each quantity written as
+    its weights over the stages, their coefficients are linear in those weights."""
     s = tableau.num_stages
     n = s if tableau.fsal else s + 1
     e1, e_next = np.eye(n)[0], np.eye(n)[-1]
     b = np.pad(np.asarray(tableau.b, float), (0, n - s))
-    delta, gamma = b - e1, e_next - e1  # (y1 - y - dt f0) / dt, (f1 - f0)
+    zero = np.zeros(n)
     if tableau.b_mid is None:
-        rows = [e1, 3 * delta - gamma, -2 * delta + gamma, np.zeros(n)]
+        [coeffs] = interpolation.hermite([zero], [b], [e1], [e_next], 1.0)
+        coeffs = coeffs + [zero]  # cubic: no theta^4 term
     else:
-        mid = np.pad(np.asarray(tableau.b_mid, float), (0, n - s)) - 0.5 * e1
-        rows = [e1, -5 * delta + gamma + 16 * mid, 14 * delta - 3 * gamma - 32 * mid,
-                -8 * delta + 2 * gamma + 16 * mid]
-    return np.stack(rows)
+        b_mid = np.pad(np.asarray(tableau.b_mid, float), (0, n - s))
+        [coeffs] = interpolation.quartic([zero], [b], [b_mid], [e1], [e_next], 1.0)
+    return np.stack(coeffs[1:])
 
 
 def _fill_shared_graph(u_out, num_times, idx, ys, u, dt, u_new, y, ks, accept, dense):
