@@ -18,7 +18,9 @@ Three tables:
   `tfnode.BackwardStats`, with the seminorm and the full norm; TFP's backward ones counted
   by a counter inside the dynamics), and each gradient's error against a float64 reference
   (`tfnode.odeint` backprop at rtol = atol = 1e-12 in float64 on the same weights), as
-  max |g - g_ref| / max |g_ref| over the seven gradient tensors.
+  max |g - g_ref| / max |g_ref| over the seven gradient tensors. Also with outputs at t0 and
+  t1 only: every output time restarts the backward solve, so on 11 outputs dopri5 needs at
+  least 10 x 7 backward evaluations, and the seminorm shows on one long interval.
 - memory: peak resident memory of one forward + backward as the horizon grows (t1 = 1, 10,
   100, outputs at t0 and t1 only), adjoint vs backprop (`tfnode.odeint`, default
   `max_num_steps`), each case in a fresh subprocess that first traces, compiles and runs the
@@ -418,17 +420,26 @@ def main(*, repeats=30, warmup=2, tols=(1e-6, 1e-3), modes=("xla", "graph"),
         row["ratio_tfnode_tfp"] = statistics.median(a / b for a, b in zip(ms["tfnode"], ms["tfp"]))
         speed.append(row)
 
+    # NFE on the full grid, and with outputs at t0 and t1 only: each output time restarts the
+    # backward solve (the adjoint jumps there), so with 11 outputs dopri5 needs at least
+    # 10 x 7 backward evaluations whatever the forward NFE; the 2-output rows show the
+    # seminorm's effect on one long interval.
     nfe = []
-    for tol in tols:
-        counts = count_evaluations(weights, y0_np, times, loss_weights, tol, reference)
-        nfe.append(dict(
-            tol=tol, fwd=counts["seminorm"]["fwd"], bwd_seminorm=counts["seminorm"]["bwd"],
-            bwd_full=counts["full"]["bwd"], tfp_fwd=counts["tfp"]["fwd"],
-            tfp_bwd=counts["tfp"]["bwd"],
-            bwd_over_fwd=counts["seminorm"]["bwd"] / counts["seminorm"]["fwd"],
-            err_seminorm=counts["seminorm"]["err"], err_full=counts["full"]["err"],
-            err_tfp=counts["tfp"]["err"],
-        ))
+    for outputs, sel in ((NUM_TIMES, slice(None)), (2, [0, -1])):
+        sub_times, sub_weights = times[sel], loss_weights[sel]
+        sub_reference = (reference if outputs == NUM_TIMES else
+                         reference_gradients(weights, y0_np, sub_times, sub_weights))
+        for tol in tols:
+            counts = count_evaluations(weights, y0_np, sub_times, sub_weights, tol,
+                                       sub_reference)
+            nfe.append(dict(
+                outputs=outputs, tol=tol, fwd=counts["seminorm"]["fwd"],
+                bwd_seminorm=counts["seminorm"]["bwd"], bwd_full=counts["full"]["bwd"],
+                tfp_fwd=counts["tfp"]["fwd"], tfp_bwd=counts["tfp"]["bwd"],
+                bwd_over_fwd=counts["seminorm"]["bwd"] / counts["seminorm"]["fwd"],
+                err_seminorm=counts["seminorm"]["err"], err_full=counts["full"]["err"],
+                err_tfp=counts["tfp"]["err"],
+            ))
 
     mem = memory_table(modes=modes, horizons=horizons, tol=1e-6, seed=seed,
                        verbose=verbose) if memory else []
@@ -461,11 +472,11 @@ def _print_tables(speed, nfe, mem, names, repeats, optional):
         "from tfnode.BackwardStats, and counted inside the dynamics for TFP) and gradient "
         f"error vs float64 backprop at {REFERENCE_TOL:g} (max |g - g_ref| / max |g_ref|)."
     )
-    header = ["tol", "fwd NFE", "bwd NFE seminorm", "bwd NFE full", "tfp fwd NFE",
+    header = ["outputs", "tol", "fwd NFE", "bwd NFE seminorm", "bwd NFE full", "tfp fwd NFE",
               "tfp bwd NFE", f"bwd/fwd seminorm (<={TARGET_BWD_VS_FWD_NFE:g})",
               "err seminorm", "err full", "err tfp"]
     lines = [
-        [f"{r['tol']:.0e}", str(r["fwd"]), str(r["bwd_seminorm"]), str(r["bwd_full"]),
+        [str(r["outputs"]), f"{r['tol']:.0e}", str(r["fwd"]), str(r["bwd_seminorm"]), str(r["bwd_full"]),
          str(r["tfp_fwd"]), str(r["tfp_bwd"]),
          _star(r["bwd_over_fwd"], TARGET_BWD_VS_FWD_NFE), f"{r['err_seminorm']:.1e}",
          f"{r['err_full']:.1e}", f"{r['err_tfp']:.1e}"]

@@ -577,9 +577,10 @@ def test_backward_stats_written_by_gradient(mode):
     assert nfe_before == 0, "backward statistics were written before the gradient was taken"
     assert stats.status == tfnode.Status.SUCCESS
     assert stats.num_steps > 0
-    # dopri5 costs 6 evaluations per attempted step (FSAL), and the backward
-    # pass adds one per interval start and one per output time (dL/dt_i).
-    assert stats.nfe >= 6 * (stats.num_steps + stats.num_rejected) + len(TIMES)
+    # dopri5 costs 6 evaluations per attempted step (FSAL), plus one first stage
+    # per interval (which also gives dL/dt_i) and one f(t_0, y_0) for dL/dt_0; no
+    # initial-step heuristic: each interval starts from the step proposed before it.
+    assert stats.nfe == 6 * (stats.num_steps + stats.num_rejected) + len(TIMES)
 
 
 def test_seminorm_no_more_steps_than_full():
@@ -592,6 +593,35 @@ def test_seminorm_no_more_steps_than_full():
     for grads in (semi, full):
         assert_grads_close(grads, backprop, GRAD_NAMES, rtol=BACKPROP_RTOL, atol=BACKPROP_ATOL)
     assert 0 < semi_stats.nfe <= full_stats.nfe, (semi_stats, full_stats)
+
+
+def test_backward_steps_carry_over_from_the_forward_solve():
+    """The backward pass starts from the step the forward controller proposed at
+    t[-1] and carries each interval's step into the next. On a smooth problem
+    whose forward steps (8 over [0, 1] here) are longer than the output
+    intervals (0.1), every backward interval is then one dopri5 step: 10 x 7
+    evaluations (6 + the first stage) + f(t_0, y_0) = 71, the least any
+    adjoint that restarts at each output time can do. With outputs at t0 and t1
+    only, the backward pass needs fewer evaluations than the forward one."""
+    rng = np.random.default_rng(0)
+    a = tf.constant(-0.5 * np.eye(4) + 0.5 * rng.standard_normal((4, 4)), tf.float64)
+    y0 = tf.constant(rng.standard_normal((3, 4)), tf.float64)
+    counts = {}
+    for num_times in (11, 2):
+        bstats = tfnode.BackwardStats()
+        with tf.GradientTape() as tape:
+            tape.watch(y0)
+            ys, stats = tfnode.odeint_adjoint(
+                lambda t, y: tf.linalg.matvec(a, y), y0, np.linspace(0.0, 1.0, num_times),
+                params=[a], rtol=1e-6, atol=1e-6, backward_stats=bstats, return_stats=True,
+            )
+            loss = tf.reduce_sum(ys**2)
+        tape.gradient(loss, [y0, a])
+        counts[num_times] = int(stats.nfe), bstats.result()
+    forward_nfe, backward = counts[11]
+    assert (int(backward.num_steps), int(backward.num_rejected), int(backward.nfe)) == (10, 0, 71)
+    forward_nfe, backward = counts[2]
+    assert int(backward.nfe) < forward_nfe, (forward_nfe, backward)
 
 
 def test_unknown_adjoint_norm_raises():

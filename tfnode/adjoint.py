@@ -176,7 +176,8 @@ def odeint_adjoint(
             t_in = tf.stop_gradient(t_in)
             param_values = [tf.stop_gradient(p) for p in param_values]
             f = dynamics.flat_func(param_values)
-            ys, stats = solve(problem, f, y0_in, t_in, **options)
+            ys, stats, last_step = solve(problem, f, y0_in, t_in, return_next_step=True,
+                                         **options)
         stats_out.append(stats)
 
         def grad_fn(*grad_ys, variables=None):
@@ -184,6 +185,7 @@ def odeint_adjoint(
                 dynamics, param_values, ys, [g if g is not None else tf.zeros_like(y)
                                              for g, y in zip(grad_ys, ys)],
                 y0_in, t_in, backward_tableau, backward_options, adjoint_norm, backward_stats,
+                last_step,
             )
             return grads, dynamics.variable_grads(variables)
 
@@ -287,9 +289,15 @@ def _augmented(dynamics, param_values, num_leaves):
     return make_g
 
 
-def _backward(dynamics, param_values, ys, grad_ys, y0, t, tableau, options, norm_name, recorder):
+def _backward(
+    dynamics, param_values, ys, grad_ys, y0, t, tableau, options, norm_name, recorder, last_step
+):
     """Solves the adjoint system from `t[-1]` back to `t[0]`; returns the
-    gradients for `(*y0, t, *params)`."""
+    gradients for `(*y0, t, *params)`. `last_step` is the step the forward
+    controller proposed at `t[-1]` (units of `t`, `None` for fixed steps): it
+    starts the first backward interval, since the adjoint shares the forward
+    Jacobian's time scales, and saves the initial-step heuristic's evaluations
+    and the small first steps it tends to choose."""
     num_leaves = len(y0)
     per_sample = t.shape.rank == 2
     func = dynamics.flat_func(param_values)
@@ -323,29 +331,35 @@ def _backward(dynamics, param_values, ys, grad_ys, y0, t, tableau, options, norm
         """
         y_i = [y[i] for y in ys]
         g_i = [g[i] for g in grad_ys]
-        adj_t = tf.tensor_scatter_nd_update(adj_t, [[i]], dot(g_i, func(t[i], y_i))[None])
         adj_y = [a + g for a, g in zip(adj_y, g_i)]
         state = y_i + adj_y + adj_params
         span = t[i - 1] - t[i]
         width = tf.reduce_max(tf.abs(span))  # the widest sample's span is u = 1
+        augmented = make_g(t[i], span)
 
         def rescale(_func, _t0, _span):
-            return make_g(t[i], span)
+            return augmented
 
         if tableau.adaptive:
+            # The first stage's y-part is span * f(t_i, y_i): it also gives dL/dt_i.
+            k1 = augmented(tf.zeros([], t.dtype), state)
+            f_i = dot(g_i, k1[:num_leaves]) / span
             out, stats, next_step = adaptive.solve(
                 None, state, unit_interval, tableau,
                 PIController(rtol=options["rtol"], atol=options["atol"]),
                 max_num_steps=options["max_num_steps"],
                 first_step=None if first_step is None else first_step / width,
-                norm=norm, rescale=rescale, return_next_step=True,
+                norm=norm, rescale=rescale, return_next_step=True, k1=k1,
             )
             next_step = next_step * width
         else:
+            f_i = dot(g_i, func(t[i], y_i))
             interval_options = dict(options, step_size=options["step_size"] / width)
             out, stats = run_driver(tableau, None, state, unit_interval, norm=norm,
                                     rescale=rescale, **interval_options)
+            stats = stats._replace(nfe=stats.nfe + 1)
             next_step = tf.zeros([], t.dtype)
+        adj_t = tf.tensor_scatter_nd_update(adj_t, [[i]], f_i[None])
         end = [x[-1] for x in out]
         return end[num_leaves:2 * num_leaves], end[2 * num_leaves:], adj_t, stats, next_step
 
@@ -357,14 +371,14 @@ def _backward(dynamics, param_values, ys, grad_ys, y0, t, tableau, options, norm
             adj_params,
             adj_t,
             step,
-            nfe + stats.nfe + 1,
+            nfe + stats.nfe,
             num_steps + stats.num_steps,
             num_rejected + stats.num_rejected,
             tf.maximum(status, stats.status),
         )
 
     adj_y0 = [tf.zeros_like(y) for y in y0]
-    first = body(num_times - 1, adj_y0, adj_params, adj_t, None, 1, 0, 0, 0)
+    first = body(num_times - 1, adj_y0, adj_params, adj_t, last_step, 1, 0, 0, 0)
     _, adj_y, adj_params, adj_t, _, nfe, num_steps, num_rejected, status = tf.while_loop(
         lambda i, *_: i > 0,
         body,

@@ -36,29 +36,39 @@ def prepare(func, y0, t, method, **options) -> Problem:
 
 def run_driver(
     tableau, func, y0, t, *, rtol, atol, step_size, first_step, max_num_steps, norm=rms_norm,
-    rescale=rescaled,
+    rescale=rescaled, return_next_step=False,
 ):
-    """Runs the adaptive or fixed-grid driver for `tableau` on flat `y0`."""
+    """Runs the adaptive or fixed-grid driver for `tableau` on flat `y0`.
+
+    With `return_next_step`, returns `(ys, stats, next_step)`: the step an
+    adaptive controller proposed at the end (see `adaptive.solve`), or `None`
+    for fixed-step methods.
+    """
     if tableau.adaptive:
         return adaptive.solve(
             func, y0, t, tableau, PIController(rtol=rtol, atol=atol),
             max_num_steps=max_num_steps, first_step=first_step, norm=norm, rescale=rescale,
+            return_next_step=return_next_step,
         )
-    return fixed_grid.solve(
+    ys, stats = fixed_grid.solve(
         func, y0, t, tableau, step_size=step_size, max_num_steps=max_num_steps, rescale=rescale
     )
+    return (ys, stats, None) if return_next_step else (ys, stats)
 
 
-def solve(problem, func, y0, t, **options):
+def solve(problem, func, y0, t, *, return_next_step=False, **options):
     """Solves `problem` (with `func`, `y0`, `t` in its flat form), reporting
-    times found invalid at run time; no raising, no packing."""
-    ys, stats = run_driver(problem.tableau, func, y0, t, **options)
+    times found invalid at run time; no raising, no packing. `return_next_step`
+    as in `run_driver`."""
+    ys, stats, *next_step = run_driver(
+        problem.tableau, func, y0, t, return_next_step=return_next_step, **options
+    )
     if problem.times_ok is not None:
         status = tf.where(problem.times_ok, stats.status, Status.INVALID_TIMES)
         nan = tf.constant(float("nan"), ys[0].dtype)
         ys = [tf.where(problem.times_ok, y, nan) for y in ys]
         stats = stats._replace(status=status)
-    return ys, stats
+    return (ys, stats, *next_step)
 
 
 def finish(problem, ys, stats, *, max_num_steps):

@@ -20,7 +20,7 @@ _UNDERFLOW_EPS = 10.0
 
 def solve(
     func, y0, t, tableau, controller, *, max_num_steps, first_step=None, norm=rms_norm,
-    rescale=rescaled, return_next_step=False,
+    rescale=rescaled, return_next_step=False, k1=None,
 ):
     """Solves from `t[0]` through `t`, returning `(ys, stats)`.
 
@@ -37,8 +37,12 @@ def solve(
         rescale: `rescale(func, t_start, span) -> g(u, y)`, the dynamics in the
             unit time `u` (see `time_map.rescaled`; the adjoint passes its own).
         return_next_step: whether to also return the step the controller
-            proposed before the last step was cut to end at `t[-1]` (in units
-            of `t`), to start a following solve (the adjoint's next interval).
+            proposes at `t[-1]` (in units of `t`; the larger of the step
+            proposed before the last step was cut to end there and the one
+            its error allows), to start a following solve (the adjoint's next
+            interval).
+        k1: the rescaled dynamics at `u = 0`, `rescale(func, t[0], span)(0, y0)`,
+            if the caller has already evaluated it (counted in the NFE).
 
     Returns:
         `ys`, a list of `[T, *leaf.shape]` tensors (NaN if the solve failed),
@@ -52,7 +56,8 @@ def solve(
     g = rescale(func, t0, span)
     zero, one = tf.zeros([], dtype), tf.ones([], dtype)
 
-    k1 = g(zero, y0)
+    if k1 is None:
+        k1 = g(zero, y0)
     if first_step is None:
         dt, extra_nfe = initial_step(
             g, zero, y0, k1, tableau.order, controller.rtol, controller.atol, norm, one
@@ -117,7 +122,10 @@ def solve(
         )
         return (
             u_next,
-            tf.where(done, proposed, dt_next),
+            # At the end, the larger of the step proposed before the cut and the one the
+            # cut step's error allows: an interval followed by a slightly wider one
+            # (float32 grids) then still fits in one step.
+            tf.where(done, tf.maximum(proposed, dt_next), dt_next),
             [tf.where(accept, a, b) for a, b in zip(y1, y)],
             [tf.where(accept, a, b) for a, b in zip(k_next, k1)],
             tf.where(accept, ratio, prev_ratio),
