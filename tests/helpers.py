@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 import tensorflow as tf
 
@@ -84,3 +87,17 @@ def fitted_slope(x, y):
     """Least-squares slope of `log(y)` against `log(x)`."""
     slope, _ = np.polyfit(np.log(np.asarray(x, np.float64)), np.log(np.asarray(y, np.float64)), 1)
     return float(slope)
+
+
+def write_digits_package(root, per_class, seed=0):
+    """Writes `root/src/digits/{0..9}.json` as the npm package stores them (pixels as
+    x / 255 rounded to 3 decimals, flat) and returns the uint8 images `[10, n, 28, 28]`."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (10, per_class, 28, 28), dtype=np.uint8)
+    folder = os.path.join(root, "src", "digits")
+    os.makedirs(folder)
+    for label in range(10):
+        pixels = np.round(images[label].astype(np.float64) / 255, 3).ravel().tolist()
+        with open(os.path.join(folder, f"{label}.json"), "w") as f:
+            json.dump({"data": pixels}, f)
+    return images

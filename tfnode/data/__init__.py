@@ -1,7 +1,10 @@
-"""Data sets: the spirals generator and the MNIST loader."""
+"""Data sets: the spirals generator, the MNIST loader, and MNIST digits for
+machines that cannot download MNIST."""
 
 from tfnode.data.mnist import MNISTNotFoundError as MNISTNotFoundError
 from tfnode.data.mnist import load_mnist as load_mnist
+from tfnode.data.mnist_digits import prepare_mnist_from_digits as prepare_mnist_from_digits
+from tfnode.data.mnist_digits import prepared_from_digits as prepared_from_digits
 from tfnode.data.spirals import Extrapolation as Extrapolation
 from tfnode.data.spirals import Spirals as Spirals
 from tfnode.data.spirals import extrapolation_split as extrapolation_split
@@ -17,5 +20,7 @@ __all__ = [
     "linear_spirals",
     "load_mnist",
     "paper_spirals",
+    "prepare_mnist_from_digits",
+    "prepared_from_digits",
     "spiral_dataset",
 ]
