@@ -116,6 +116,34 @@ def test_max_num_steps_bounds_attempted_steps_exactly(method):
         call(method=method, max_num_steps=attempts - 1, **options)
 
 
+def test_numpy_scalars_are_numbers():
+    """Options computed with numpy (np.float32 tolerances, np.int64 step counts) are
+    accepted like Python numbers, and solve the same."""
+    expected = call(rtol=1e-6, atol=1e-8, max_num_steps=100)
+    got = call(rtol=np.float32(1e-6), atol=np.float64(1e-8), max_num_steps=np.int64(100))
+    np.testing.assert_array_equal(got, expected)
+    call(method="rk4", step_size=np.float32(0.25))
+    with pytest.raises(ValueError, match=r"`rtol` must be a positive finite number"):
+        call(rtol=np.bool_(True))
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(adjoint_rtol=-1.0), "`adjoint_rtol` must be a positive finite number. "
+                                  "Received: adjoint_rtol=-1.0"),
+        (dict(adjoint_max_num_steps=0), "`adjoint_max_num_steps` must be a positive integer. "
+                                        "Received: adjoint_max_num_steps=0"),
+        (dict(adjoint_method="rk4"), "Fixed-step method 'rk4' needs a `adjoint_step_size`"),
+    ],
+    ids=["rtol", "max_num_steps", "step_size"],
+)
+def test_adjoint_options_are_named_as_passed(options, message):
+    """Errors about the backward pass's options name the `adjoint_` argument."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        tfnode.odeint_adjoint(lambda t, y: -y, tf.ones([2]), [0.0, 1.0], **options)
+
+
 def test_misspelt_option_raises():
     """Unknown keyword arguments are not silently ignored."""
     with pytest.raises(TypeError, match="step_sise"):
@@ -148,7 +176,8 @@ def test_state_must_be_floating_point(y0, dtype):
     """Integer or complex states (also inside a nested `y0`) are rejected, naming the dtype."""
     with pytest.raises(
         ValueError,
-        match=rf"`y0` must be floating point \(float32 or float64\)\. Received: y0 with dtype "
+        match=rf"`y0` must be floating point \(float16, bfloat16, float32 or float64\)\. "
+        rf"Received: y0 with dtype "
         rf"{dtype}\. Cast it first",
     ):
         call(y0=y0)

@@ -2,6 +2,7 @@
 what it received and says what to do."""
 
 import math
+import numbers
 
 import numpy as np
 import tensorflow as tf
@@ -12,39 +13,44 @@ _FLOAT_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
 def _positive(name, value, allow_none=False):
     if value is None and allow_none:
         return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
     if not ok or not math.isfinite(value) or value <= 0:
         raise ValueError(f"`{name}` must be a positive finite number. Received: {name}={value!r}")
 
 
-def check_options(tableau, *, rtol, atol, step_size, first_step, max_num_steps):
-    """Checks the solver options against the method `tableau`."""
+def check_options(tableau, *, rtol, atol, step_size, first_step, max_num_steps, prefix=""):
+    """Checks the solver options against the method `tableau`. Messages name each
+    option with `prefix` (`"adjoint_"` for the backward pass's options)."""
+    rtol_, atol_, step_, first_, max_ = (
+        prefix + name for name in ("rtol", "atol", "step_size", "first_step", "max_num_steps")
+    )
     if tableau.adaptive:
         if step_size is not None:
             raise ValueError(
-                f"`step_size` is only used by fixed-step methods; method {tableau.name!r} "
-                "is adaptive and chooses its own steps from `rtol` and `atol` (set the "
-                f"initial step with `first_step`). Received: step_size={step_size!r}"
+                f"`{step_}` is only used by fixed-step methods; method {tableau.name!r} "
+                f"is adaptive and chooses its own steps from `{rtol_}` and `{atol_}`. "
+                f"Received: {step_}={step_size!r}"
             )
-        _positive("rtol", rtol)
-        _positive("atol", atol)
-        _positive("first_step", first_step, allow_none=True)
+        _positive(rtol_, rtol)
+        _positive(atol_, atol)
+        _positive(first_, first_step, allow_none=True)
     else:
         if step_size is None:
             raise ValueError(
-                f"Fixed-step method {tableau.name!r} needs a `step_size`, e.g. "
-                "`step_size=0.01`, or use an adaptive method such as 'dopri5'. "
-                "Received: step_size=None"
+                f"Fixed-step method {tableau.name!r} needs a `{step_}`, e.g. "
+                f"`{step_}=0.01`, or use an adaptive method such as 'dopri5'. "
+                f"Received: {step_}=None"
             )
-        _positive("step_size", step_size)
+        _positive(step_, step_size)
         if first_step is not None:
             raise ValueError(
-                f"`first_step` is only used by adaptive methods, not {tableau.name!r}. "
-                f"Received: first_step={first_step!r}"
+                f"`{first_}` is only used by adaptive methods, not {tableau.name!r}. "
+                f"Received: {first_}={first_step!r}"
             )
-    if isinstance(max_num_steps, bool) or not isinstance(max_num_steps, int) or max_num_steps < 1:
+    if (isinstance(max_num_steps, (bool, np.bool_)) or not isinstance(max_num_steps, numbers.Integral)
+            or max_num_steps < 1):
         raise ValueError(
-            f"`max_num_steps` must be a positive integer. Received: max_num_steps={max_num_steps!r}"
+            f"`{max_}` must be a positive integer. Received: {max_}={max_num_steps!r}"
         )
 
 
@@ -56,7 +62,8 @@ def check_state(y0):
     for leaf in leaves:
         if leaf.dtype not in _FLOAT_DTYPES:
             raise ValueError(
-                "`y0` must be floating point (float32 or float64). Received: y0 with "
+                "`y0` must be floating point (float16, bfloat16, float32 or float64). "
+                "Received: y0 with "
                 f"dtype {leaf.dtype.name}. Cast it first, e.g. `tf.cast(y0, tf.float32)`."
             )
     dtypes = {leaf.dtype for leaf in leaves}
@@ -124,7 +131,7 @@ def _show(t):
     return np.array2string(value, threshold=20) if value is not None else str(t)
 
 
-def flat_func(func, structure, y0):
+def flat_func(func, structure):
     """Wraps `func(t, y)` on the user's structure as a function on flat lists,
     checking once (at trace time) that it returns what the state needs."""
     if not callable(func):

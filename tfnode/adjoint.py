@@ -4,9 +4,8 @@ memory (Chen et al. 2018, Algorithm 1), through `tf.custom_gradient`."""
 from __future__ import annotations
 
 import tensorflow as tf
-from tensorflow.python.eager import record
 
-from tfnode import _validation, solvers
+from tfnode import _tf_private, _validation, solvers
 from tfnode._typing import ODEFunction, State, TensorLike, TimeLike
 from tfnode.odeint import finish, prepare, run_driver, solve
 from tfnode.solvers import adaptive
@@ -159,7 +158,7 @@ def odeint_adjoint(
     )
     if backward_tableau.adaptive:
         backward_options["step_size"] = None
-    _validation.check_options(backward_tableau, **backward_options)
+    _validation.check_options(backward_tableau, prefix="adjoint_", **backward_options)
 
     if params is None and hasattr(func, "stateless_call") and not func.built:
         # Build the Keras layer (one call) so that its weights exist to pass in.
@@ -171,7 +170,7 @@ def odeint_adjoint(
     @tf.custom_gradient
     def adjoint_solve(*inputs):
         y0_in, t_in, param_values = _split(inputs, num_leaves)
-        with record.stop_recording():
+        with _tf_private.stop_recording():
             y0_in = [tf.stop_gradient(y) for y in y0_in]
             t_in = tf.stop_gradient(t_in)
             param_values = [tf.stop_gradient(p) for p in param_values]
@@ -229,7 +228,7 @@ class _Dynamics:
                 return self.func.stateless_call(param_values, non_trainable, t, y)[0]
         else:
             user_func = self.func
-        return _validation.flat_func(user_func, self.structure, None)
+        return _validation.flat_func(user_func, self.structure)
 
     def vjp_targets(self, param_values):
         """What the tape differentiates for the parameter adjoint (the

@@ -31,7 +31,7 @@ def prepare(func, y0, t, method, **options) -> Problem:
     _validation.check_options(tableau, **options)
     leaves = _validation.check_state(y0)
     t, times_ok = _validation.check_times(t, leaves[0].dtype, leaves)
-    return Problem(_validation.flat_func(func, y0, leaves), leaves, t, y0, tableau, times_ok)
+    return Problem(_validation.flat_func(func, y0), leaves, t, y0, tableau, times_ok)
 
 
 def run_driver(

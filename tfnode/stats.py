@@ -6,7 +6,8 @@ import enum
 from typing import NamedTuple
 
 import tensorflow as tf
-from tensorflow.python.ops import control_flow_util
+
+from tfnode import _tf_private
 
 
 class Status(enum.IntEnum):
@@ -66,7 +67,7 @@ class SolverStats(NamedTuple):
 
 def in_xla_context() -> bool:
     """Whether ops being built now will be compiled by XLA (asserts dropped)."""
-    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+    return _tf_private.in_xla_context(tf.compat.v1.get_default_graph())
 
 
 def raise_on_failure(status, *, max_num_steps, context=""):

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from tfnode.solvers import SOLVERS
+from tfnode.solvers import SOLVERS, ButcherTableau
 
 # Coefficients are exact fractions evaluated in float64, or (Tsit5) decimals published to
 # ~16 digits: residuals of a few hundred ulps are round-off, anything larger is a wrong digit.
@@ -186,3 +186,25 @@ def test_mid_step_weights(tableau):
     }
     bad = {k: v for k, v in spelled_out.items() if not abs(v[0] - v[1]) < ORDER_ATOL}
     assert not bad, f"{tableau.name}: (value, wanted): {bad}"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(c=(0.5, 1.0)), r"c\[0\] must be 0"),
+        (dict(a=((),)), r"a needs one row per stage \(2\), received 1"),
+        (dict(a=((), (0.5,))), r"sum\(a\[1\]\) = 0\.5 must equal c\[1\] = 1\.0"),
+        (dict(b=(0.5, 0.25)), r"sum\(b\) = 0\.75 must be 1"),
+        (dict(b_err=(0.1, 0.1)), r"sum\(b_err\) = 0\.2 must be 0 \(b_err = b - b_hat\)"),
+        (dict(error_order=None), r"an adaptive tableau needs error_order"),
+        (dict(b_mid=(0.5,)), r"b_mid needs 2 entries, received 1"),
+    ],
+    ids=["c0", "rows", "row-sum", "b-sum", "b_err-sum", "error_order", "b_mid"],
+)
+def test_malformed_tableau_raises_value_error(change, message):
+    """A tableau is checked when it is made: a `ValueError` names it and the broken rule."""
+    heun = dict(name="heun_euler", c=(0.0, 1.0), a=((), (1.0,)), b=(0.5, 0.5), order=2,
+                b_err=(-0.5, 0.5), error_order=1)
+    ButcherTableau(**heun)  # the unchanged tableau is valid
+    with pytest.raises(ValueError, match=r"Butcher tableau 'heun_euler': " + message):
+        ButcherTableau(**{**heun, **change})
