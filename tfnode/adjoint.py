@@ -148,17 +148,11 @@ def odeint_adjoint(
     options = dict(rtol=rtol, atol=atol, step_size=step_size, first_step=first_step,
                    max_num_steps=max_num_steps)
     problem = prepare(func, y0, t, method, **options)
-    backward_tableau = solvers.get(adjoint_method or method)
-    backward_options = dict(
-        rtol=rtol if adjoint_rtol is None else adjoint_rtol,
-        atol=atol if adjoint_atol is None else adjoint_atol,
-        step_size=step_size if adjoint_step_size is None else adjoint_step_size,
-        first_step=None,
-        max_num_steps=max_num_steps if adjoint_max_num_steps is None else adjoint_max_num_steps,
+    backward_tableau, backward_options = backward_settings(
+        method, rtol=rtol, atol=atol, step_size=step_size, max_num_steps=max_num_steps,
+        adjoint_method=adjoint_method, adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol,
+        adjoint_step_size=adjoint_step_size, adjoint_max_num_steps=adjoint_max_num_steps,
     )
-    if backward_tableau.adaptive:
-        backward_options["step_size"] = None
-    _validation.check_options(backward_tableau, prefix="adjoint_", **backward_options)
 
     if params is None and hasattr(func, "stateless_call") and not func.built:
         # Build the Keras layer (one call) so that its weights exist to pass in.
@@ -193,6 +187,28 @@ def odeint_adjoint(
     ys = adjoint_solve(*problem.y0, problem.t, *dynamics.param_values())
     ys = finish(problem, list(ys), stats_out[0], max_num_steps=max_num_steps)
     return (ys, stats_out[0]) if return_stats else ys
+
+
+def backward_settings(
+    method, *, rtol, atol, step_size, max_num_steps, adjoint_method=None, adjoint_rtol=None,
+    adjoint_atol=None, adjoint_step_size=None, adjoint_max_num_steps=None,
+):
+    """The backward pass's method and solver options: each `adjoint_*` setting, or
+    the forward one where it is `None`, validated under its `adjoint_*` name. A
+    forward `step_size` is not passed on to an adaptive backward method; an
+    explicit `adjoint_step_size` with one is an error."""
+    tableau = solvers.get(adjoint_method or method)
+    options = dict(
+        rtol=rtol if adjoint_rtol is None else adjoint_rtol,
+        atol=atol if adjoint_atol is None else adjoint_atol,
+        step_size=step_size if adjoint_step_size is None else adjoint_step_size,
+        first_step=None,
+        max_num_steps=max_num_steps if adjoint_max_num_steps is None else adjoint_max_num_steps,
+    )
+    if tableau.adaptive and adjoint_step_size is None:
+        options["step_size"] = None
+    _validation.check_options(tableau, prefix="adjoint_", **options)
+    return tableau, options
 
 
 def _split(inputs, num_leaves):

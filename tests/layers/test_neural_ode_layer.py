@@ -233,6 +233,35 @@ def test_adjoint_gradients_match_direct_backprop_float64():
         assert_allclose(adj, direct, atol=atol, err_msg=name)
 
 
+# A fixed-step backward pass: rk4 with h = 0.01 has a global error of order h^4 = 1e-8
+# (times the problem's derivatives, O(1) here).
+RK4_BACKWARD_ATOL = 1e-6
+
+
+def test_fixed_step_backward_pass_and_its_config():
+    keras.utils.set_random_seed(0)
+    func = mlp(dtype="float64")
+    y0 = tf.constant(data(dtype="float64"))
+    layers = {
+        adjoint: tfnode.NeuralODELayer(func, adjoint=adjoint, rtol=GRAD_TOL, atol=GRAD_TOL,
+                                       dtype="float64", adjoint_method="rk4",
+                                       adjoint_step_size=0.01)
+        for adjoint in (True, False)
+    }
+    grads = {}
+    for adjoint, layer in layers.items():
+        with tf.GradientTape() as tape:
+            tape.watch(y0)
+            loss = tf.reduce_sum(layer(y0, training=True) ** 2)
+        grads[adjoint] = tape.gradient(loss, [y0, *func.trainable_variables])
+    for adj, direct in zip(grads[True], grads[False]):
+        assert np.max(np.abs(direct)) > 1e-2  # nothing vacuous
+        assert_allclose(adj, direct, atol=RK4_BACKWARD_ATOL)
+    config = layers[True].get_config()
+    assert (config["adjoint_method"], config["adjoint_step_size"]) == ("rk4", 0.01)
+    assert tfnode.NeuralODELayer.from_config(config).adjoint_step_size == 0.01
+
+
 # ----------------------------------------------------------------------------
 # SavedModel export.
 
@@ -421,6 +450,9 @@ def test_func_dtype_must_match_the_layer():
         (dict(max_num_steps=0), "`max_num_steps` must be a positive integer"),
         (dict(adjoint_method="nope"), "Unknown `method`: 'nope'"),
         (dict(adjoint_norm="l2"), "`adjoint_norm` must be 'seminorm' or 'full'"),
+        (dict(adjoint_method="rk4"), "Fixed-step method 'rk4' needs a `adjoint_step_size`"),
+        (dict(adjoint_step_size=0.1), "`adjoint_step_size` is only used by fixed-step methods"),
+        (dict(adjoint_rtol=-1.0), "`adjoint_rtol` must be a positive finite number"),
     ],
 )
 def test_invalid_options_raise_in_init(kwargs, match):

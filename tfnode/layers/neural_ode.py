@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfnode import _validation, solvers
-from tfnode.adjoint import odeint_adjoint
+from tfnode.adjoint import backward_settings, odeint_adjoint
 from tfnode.odeint import odeint
 
 _HALF_DTYPES = ("float16", "bfloat16")
@@ -77,8 +77,9 @@ class NeuralODELayer(keras.layers.Layer):
             (`[B, T, ...]`) rather than at the last one. Defaults to `False`.
         max_num_steps: Bound on solver steps (per backward interval for the
             adjoint). Defaults to `1000`.
-        adjoint_method, adjoint_rtol, adjoint_atol, adjoint_norm: Backward
-            solver settings, as in `tfnode.odeint_adjoint`.
+        adjoint_method, adjoint_rtol, adjoint_atol, adjoint_step_size,
+            adjoint_norm: Backward solver settings, as in
+            `tfnode.odeint_adjoint` (`None`: the forward setting).
         **kwargs: Base layer keyword arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -139,6 +140,7 @@ class NeuralODELayer(keras.layers.Layer):
         adjoint_rtol=None,
         adjoint_atol=None,
         adjoint_norm="seminorm",
+        adjoint_step_size=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -165,8 +167,12 @@ class NeuralODELayer(keras.layers.Layer):
             first_step=None,
             max_num_steps=max_num_steps,
         )
-        if adjoint_method is not None:
-            solvers.get(adjoint_method)
+        if adjoint:
+            backward_settings(
+                method, rtol=rtol, atol=atol, step_size=step_size, max_num_steps=max_num_steps,
+                adjoint_method=adjoint_method, adjoint_rtol=adjoint_rtol,
+                adjoint_atol=adjoint_atol, adjoint_step_size=adjoint_step_size,
+            )
         if adjoint_norm not in ("seminorm", "full"):
             raise ValueError(
                 "`adjoint_norm` must be 'seminorm' or 'full'. "
@@ -179,6 +185,7 @@ class NeuralODELayer(keras.layers.Layer):
         self.max_num_steps = int(max_num_steps)
         self.adjoint_method = adjoint_method
         self.adjoint_rtol, self.adjoint_atol = adjoint_rtol, adjoint_atol
+        self.adjoint_step_size = adjoint_step_size
         self.adjoint_norm = adjoint_norm
         _compute_in_float32(self)  # self, func and the layers func holds now
         if func.compute_dtype != self.compute_dtype:
@@ -218,6 +225,7 @@ class NeuralODELayer(keras.layers.Layer):
                         adjoint_method=self.adjoint_method,
                         adjoint_rtol=self.adjoint_rtol,
                         adjoint_atol=self.adjoint_atol,
+                        adjoint_step_size=self.adjoint_step_size,
                         adjoint_norm=self.adjoint_norm,
                         backward_stats=self.backward_nfe if training else None,
                         **options,
@@ -287,6 +295,7 @@ class NeuralODELayer(keras.layers.Layer):
             "adjoint_method": self.adjoint_method,
             "adjoint_rtol": self.adjoint_rtol,
             "adjoint_atol": self.adjoint_atol,
+            "adjoint_step_size": self.adjoint_step_size,
             "adjoint_norm": self.adjoint_norm,
         }
         return {**super().get_config(), **config}
