@@ -476,8 +476,8 @@ def _print_tables(speed, nfe, mem, names, repeats, optional):
               "tfp bwd NFE", f"bwd/fwd seminorm (<={TARGET_BWD_VS_FWD_NFE:g})",
               "err seminorm", "err full", "err tfp"]
     lines = [
-        [str(r["outputs"]), f"{r['tol']:.0e}", str(r["fwd"]), str(r["bwd_seminorm"]), str(r["bwd_full"]),
-         str(r["tfp_fwd"]), str(r["tfp_bwd"]),
+        [str(r["outputs"]), f"{r['tol']:.0e}", str(r["fwd"]), str(r["bwd_seminorm"]),
+         str(r["bwd_full"]), str(r["tfp_fwd"]), str(r["tfp_bwd"]),
          _star(r["bwd_over_fwd"], TARGET_BWD_VS_FWD_NFE), f"{r['err_seminorm']:.1e}",
          f"{r['err_full']:.1e}", f"{r['err_tfp']:.1e}"]
         for r in nfe

@@ -50,7 +50,7 @@ def test_method_accepts_a_tableau():
 @pytest.mark.parametrize("method", FIXED)
 def test_fixed_step_method_needs_step_size(method):
     """A fixed-step method without `step_size` says how to set one."""
-    with pytest.raises(ValueError, match=rf"Fixed-step method '{method}' needs a `step_size`"):
+    with pytest.raises(ValueError, match=rf"Fixed-step method '{method}' needs `step_size`"):
         call(method=method)
 
 
@@ -134,7 +134,7 @@ def test_numpy_scalars_are_numbers():
                                   "Received: adjoint_rtol=-1.0"),
         (dict(adjoint_max_num_steps=0), "`adjoint_max_num_steps` must be a positive integer. "
                                         "Received: adjoint_max_num_steps=0"),
-        (dict(adjoint_method="rk4"), "Fixed-step method 'rk4' needs a `adjoint_step_size`"),
+        (dict(adjoint_method="rk4"), "Fixed-step method 'rk4' needs `adjoint_step_size`"),
     ],
     ids=["rtol", "max_num_steps", "step_size"],
 )

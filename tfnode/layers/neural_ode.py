@@ -167,12 +167,12 @@ class NeuralODELayer(keras.layers.Layer):
             first_step=None,
             max_num_steps=max_num_steps,
         )
-        if adjoint:
-            backward_settings(
-                method, rtol=rtol, atol=atol, step_size=step_size, max_num_steps=max_num_steps,
-                adjoint_method=adjoint_method, adjoint_rtol=adjoint_rtol,
-                adjoint_atol=adjoint_atol, adjoint_step_size=adjoint_step_size,
-            )
+        # Checked with `adjoint=False` too: the config keeps them for a later switch.
+        backward_settings(
+            method, rtol=rtol, atol=atol, step_size=step_size, max_num_steps=max_num_steps,
+            adjoint_method=adjoint_method, adjoint_rtol=adjoint_rtol,
+            adjoint_atol=adjoint_atol, adjoint_step_size=adjoint_step_size,
+        )
         if adjoint_norm not in ("seminorm", "full"):
             raise ValueError(
                 "`adjoint_norm` must be 'seminorm' or 'full'. "
