@@ -230,7 +230,7 @@ def main(
         data: `"paper"`, `"torchdiffeq"` or `"notebook"` spirals.
         num_spirals: Training spirals.
         num_test: Held-out spirals for the RMSE table.
-        steps: Training steps per model. Defaults to `1500`, or `14000` with `full`.
+        steps: Training steps per model. Defaults to `1500`, or `25000` with `full`.
         batch_size: Spirals per training batch. Defaults to `200`, or `300` with
             `full`.
         num_observations: Observation counts of the training batches (one drawn
@@ -246,7 +246,7 @@ def main(
         A dict: `rmse[model][n]`, the paper's values under `paper`, and the
         training seconds per model.
     """
-    steps = steps or (14000 if full else 1500)
+    steps = steps or (25000 if full else 1500)
     batch_size = batch_size or (300 if full else 200)
     os.makedirs(out_dir, exist_ok=True)
     train, test = make_data(data, num_spirals, num_test, seed)
