@@ -403,13 +403,7 @@ def main(*, repeats=30, warmup=2, tols=(1e-6, 1e-3), modes=("xla", "graph"),
     # Timed rounds, rotating the order; ratios within a round (paired) so that slow drifts
     # in machine load cancel.
     configs = [(mode, tol) for mode in modes for tol in tols]
-    times_ms = {key: [] for key in fns}
-    for r in range(repeats):
-        for c, config in enumerate(configs):
-            shift = (r + c) % len(names)
-            for name in names[shift:] + names[:shift]:
-                fn, args = fns[(*config, name)]
-                times_ms[(*config, name)].append(_timed(fn, *args))
+    times_ms = solver_forward.interleaved_times(fns, configs, names, repeats, _timed)
 
     speed = []
     for mode, tol in configs:

@@ -153,6 +153,21 @@ def make_floor(f, jit_compile, unroll=FLOOR_UNROLL):
     return floor
 
 
+def interleaved_times(fns, configs, names, repeats, timed):
+    """`{(*config, name): [ms, ...]}`: `repeats` rounds, each running every
+    config's functions back to back in a rotating order, so that slow drifts in
+    machine load fall on all of them alike (compare per-round ratios).
+    `fns[(*config, name)]` is `(fn, args)`; `timed(fn, *args)` returns ms."""
+    times_ms = {(*config, name): [] for config in configs for name in names}
+    for r in range(repeats):
+        for c, config in enumerate(configs):
+            shift = (r + c) % len(names)
+            for name in names[shift:] + names[:shift]:
+                fn, args = fns[(*config, name)]
+                times_ms[(*config, name)].append(timed(fn, *args))
+    return times_ms
+
+
 def _timed(clock, fn, *args):
     start = clock()
     out = fn(*args)
@@ -247,13 +262,8 @@ def main(*, repeats=100, warmup=3, tols=(1e-6, 1e-3), modes=("xla", "graph"), se
 
     # Timed rounds: per (mode, tol), the three functions back to back, rotating the order.
     names = ("tfnode", "tfp", "floor")
-    times_ms = {key: [] for key in fns}
-    for r in range(repeats):
-        for c, config in enumerate(configs):
-            shift = (r + c) % len(names)
-            for name in names[shift:] + names[:shift]:
-                fn, args = fns[(*config, name)]
-                times_ms[(*config, name)].append(_timed(CLOCKS[clock], fn, *args))
+    times_ms = interleaved_times(fns, configs, names, repeats,
+                                 lambda fn, *args: _timed(CLOCKS[clock], fn, *args))
 
     def paired(a, b):
         return statistics.median(x / y for x, y in zip(a, b))

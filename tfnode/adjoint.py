@@ -169,8 +169,7 @@ def odeint_adjoint(
             t_in = tf.stop_gradient(t_in)
             param_values = [tf.stop_gradient(p) for p in param_values]
             f = dynamics.flat_func(param_values)
-            ys, stats, last_step = solve(problem, f, y0_in, t_in, return_next_step=True,
-                                         **options)
+            ys, stats, last_step = solve(problem, f, y0_in, t_in, **options)
         stats_out.append(stats)
 
         def grad_fn(*grad_ys, variables=None):
@@ -388,14 +387,14 @@ def _backward(
                 PIController(rtol=options["rtol"], atol=options["atol"]),
                 max_num_steps=options["max_num_steps"],
                 first_step=None if first_step is None else first_step / width,
-                norm=norm, rescale=rescale, return_next_step=True, k1=k1,
+                norm=norm, rescale=rescale, k1=k1,
             )
             next_step = next_step * width
         else:
             f_i = dot(g_i, func(t[i], y_i))
             interval_options = dict(options, step_size=options["step_size"] / width)
-            out, stats = run_driver(tableau, None, state, unit_interval, norm=norm,
-                                    rescale=rescale, **interval_options)
+            out, stats, _ = run_driver(tableau, None, state, unit_interval, norm=norm,
+                                       rescale=rescale, **interval_options)
             stats = stats._replace(nfe=stats.nfe + 1)
             next_step = tf.zeros([], t.dtype)
         adj_t = tf.tensor_scatter_nd_update(adj_t, [[i]], f_i[None])

@@ -36,39 +36,36 @@ def prepare(func, y0, t, method, **options) -> Problem:
 
 def run_driver(
     tableau, func, y0, t, *, rtol, atol, step_size, first_step, max_num_steps, norm=rms_norm,
-    rescale=rescaled, return_next_step=False,
+    rescale=rescaled,
 ):
     """Runs the adaptive or fixed-grid driver for `tableau` on flat `y0`.
 
-    With `return_next_step`, returns `(ys, stats, next_step)`: the step an
-    adaptive controller proposed at the end (see `adaptive.solve`), or `None`
-    for fixed-step methods.
+    Returns `(ys, stats, next_step)`: `next_step` is the step an adaptive
+    controller proposed at the end (see `adaptive.solve`), `None` for
+    fixed-step methods.
     """
     if tableau.adaptive:
         return adaptive.solve(
             func, y0, t, tableau, PIController(rtol=rtol, atol=atol),
             max_num_steps=max_num_steps, first_step=first_step, norm=norm, rescale=rescale,
-            return_next_step=return_next_step,
         )
     ys, stats = fixed_grid.solve(
         func, y0, t, tableau, step_size=step_size, max_num_steps=max_num_steps, rescale=rescale
     )
-    return (ys, stats, None) if return_next_step else (ys, stats)
+    return ys, stats, None
 
 
-def solve(problem, func, y0, t, *, return_next_step=False, **options):
+def solve(problem, func, y0, t, **options):
     """Solves `problem` (with `func`, `y0`, `t` in its flat form), reporting
-    times found invalid at run time; no raising, no packing. `return_next_step`
-    as in `run_driver`."""
-    ys, stats, *next_step = run_driver(
-        problem.tableau, func, y0, t, return_next_step=return_next_step, **options
-    )
+    times found invalid at run time; no raising, no packing. Returns
+    `(ys, stats, next_step)` as `run_driver`."""
+    ys, stats, next_step = run_driver(problem.tableau, func, y0, t, **options)
     if problem.times_ok is not None:
         status = tf.where(problem.times_ok, stats.status, Status.INVALID_TIMES)
         nan = tf.constant(float("nan"), ys[0].dtype)
         ys = [tf.where(problem.times_ok, y, nan) for y in ys]
         stats = stats._replace(status=status)
-    return (ys, stats, *next_step)
+    return ys, stats, next_step
 
 
 def finish(problem, ys, stats, *, max_num_steps):
@@ -156,6 +153,6 @@ def odeint(
     options = dict(rtol=rtol, atol=atol, step_size=step_size, first_step=first_step,
                    max_num_steps=max_num_steps)
     problem = prepare(func, y0, t, method, **options)
-    ys, stats = solve(problem, problem.func, problem.y0, problem.t, **options)
+    ys, stats, _ = solve(problem, problem.func, problem.y0, problem.t, **options)
     ys = finish(problem, ys, stats, max_num_steps=max_num_steps)
     return (ys, stats) if return_stats else ys

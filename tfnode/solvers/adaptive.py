@@ -20,7 +20,7 @@ _UNDERFLOW_EPS = 10.0
 
 def solve(
     func, y0, t, tableau, controller, *, max_num_steps, first_step=None, norm=rms_norm,
-    rescale=rescaled, return_next_step=False, k1=None,
+    rescale=rescaled, k1=None,
 ):
     """Solves from `t[0]` through `t`, returning `(ys, stats)`.
 
@@ -36,17 +36,15 @@ def solve(
             seminorm).
         rescale: `rescale(func, t_start, span) -> g(u, y)`, the dynamics in the
             unit time `u` (see `time_map.rescaled`; the adjoint passes its own).
-        return_next_step: whether to also return the step the controller
-            proposes at `t[-1]` (in units of `t`; the larger of the step
-            proposed before the last step was cut to end there and the one
-            its error allows), to start a following solve (the adjoint's next
-            interval).
         k1: the rescaled dynamics at `u = 0`, `rescale(func, t[0], span)(0, y0)`,
             if the caller has already evaluated it (counted in the NFE).
 
     Returns:
-        `ys`, a list of `[T, *leaf.shape]` tensors (NaN if the solve failed),
-        and a `SolverStats`; with `return_next_step`, also that step.
+        `(ys, stats, next_step)`: a list of `[T, *leaf.shape]` tensors (NaN if
+        the solve failed), a `SolverStats`, and the step the controller
+        proposes at `t[-1]` (in units of `t`; the larger of the step proposed
+        before the last step was cut to end there and the one its error
+        allows), to start a following solve (the adjoint's next interval).
     """
     dtype = y0[0].dtype
     per_sample = t.shape.rank == 2
@@ -148,9 +146,7 @@ def solve(
     nan = tf.constant(float("nan"), dtype)
     ys = [tf.where(status == 0, y, nan) for y in ys]
     stats = SolverStats(nfe, num_steps, num_rejected, status)
-    if return_next_step:
-        return ys, stats, dt * tf.reduce_max(tf.abs(span))
-    return ys, stats
+    return ys, stats, dt * tf.reduce_max(tf.abs(span))
 
 
 def _eps(dtype):
