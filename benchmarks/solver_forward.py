@@ -177,7 +177,7 @@ def _timed(clock, fn, *args):
 
 def _format_table(rows):
     def star(ratio, target):
-        return f"{ratio:.2f}" + ("" if ratio <= target else "*")
+        return f"{ratio:.3f}" + ("" if ratio <= target else "*")
 
     header = [
         "mode", "tol", "tfnode ms", "tfp ms", f"tfnode/tfp (<={TARGET_VS_TFP})", "floor ms",

@@ -185,25 +185,35 @@ def test_state_dtype_decides(t, dtype):
     assert_allclose(ys[:, 0], [1.0, 0.0, 0.0])  # Euler with unit steps on dy/dt = -y
 
 
+# Half-precision solves below are dominated by round-off: in float64 both methods are
+# within 2e-4 of exp(-t) there. Each of their 3-4 steps forms y + dt * sum_j b_j k_j with
+# 9-13 roundings of relative size u (the unit round-off: 2^-8 for bfloat16, 2^-11 for
+# float16), and the errors partly cancel: measured 0.3-0.5 u for rk4 and float16, 6.3 u for
+# bfloat16 dopri5. The bound is one step's worst case.
+ROUNDOFF_UNITS = 10
+
+
 @pytest.mark.parametrize("method", ["rk4", "dopri5"])
 @pytest.mark.parametrize("dtype", [tf.float16, tf.bfloat16], ids=["float16", "bfloat16"])
 def test_half_precision_states(dtype, method):
     """16-bit states solve at tolerances they can honour and keep their dtype."""
-    options = {"step_size": 0.25} if not SOLVERS[method].adaptive else {"rtol": 1e-2, "atol": 1e-3}
-    ys, stats = tfnode.odeint(
-        lambda t, y: -y, tf.ones([2], dtype), [0.0, 0.5, 1.0], method=method, return_stats=True,
+    if SOLVERS[method].adaptive:
+        options = {"rtol": 1e-2, "atol": 1e-3}
+    else:
+        options = {"step_size": 0.25}
+    ys = tfnode.odeint(
+        lambda t, y: -y,
+        tf.ones([2], dtype),
+        [0.0, 0.5, 1.0],
+        method=method,
         **options,
     )
     assert ys.dtype == dtype
-    # Round-off dominates: in float64 both methods are within 2e-4 of exp(-t) here. Each
-    # step forms y + dt * sum_j b_j k_j with at most 8 roundings of relative size u (the
-    # unit round-off, 2^-8 for bfloat16, 2^-11 for float16), so the error after n steps
-    # is below 8 n u relative.
     unit_roundoff = float(ml_dtypes.finfo(dtype.as_numpy_dtype).eps) / 2
     assert_allclose(
         tf.cast(ys, tf.float64),
         np.exp(-np.array([[0.0] * 2, [0.5] * 2, [1.0] * 2])),
-        rtol=8 * int(stats.num_steps) * unit_roundoff,
+        rtol=ROUNDOFF_UNITS * unit_roundoff,
     )
 
 

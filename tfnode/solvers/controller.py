@@ -16,7 +16,7 @@ def rms_norm(leaves):
 
 @dataclasses.dataclass(frozen=True)
 class PIController:
-    """A proportional–integral step-size controller (Gustafsson 1991).
+    """A proportional–integral step-size controller.
 
     The error ratio of a step is `norm(y_err / (atol + rtol * max(|y0|, |y1|)))`;
     a step is accepted when it is at most 1. The next step is
@@ -24,14 +24,19 @@ class PIController:
     ifactor)` with `k = error_order + 1`; after a rejection the integral term
     is dropped and the step never grows.
 
-    The defaults are the stabilised controller of Hairer's DOPRI5 code
-    (`beta = 0.04`, i.e. `beta2 / k = 0.04` and `beta1 / k = 1 / k - 0.75 *
-    0.04` for dopri5's `k = 5`). Gustafsson's `beta1 = 0.7, beta2 = 0.4`, which
-    tfnode used before, is made for stiff problems: its step grows so slowly
-    that on smooth dynamics (a neural ODE) every step stayed 70-3000x below
-    tolerance, and dopri5 spent 38 evaluations where 32 meet `rtol = atol =
-    1e-6` (benchmarks/solver_forward.py). Hairer, Nørsett & Wanner (1993),
-    "Solving ODEs I", §II.4 and Hairer & Wanner (1996), §IV.2.
+    The default exponents are those of Hairer's DOPRI5 code ("stabilised step
+    size control", `beta = 0.04`: `ratio**-0.17 * prev_ratio**0.04` for
+    dopri5's `k = 5`), scaled by `k` for other methods. Unlike that code, the
+    first step has no integral term (`prev_ratio = 1`) and a rejected step
+    shrinks by `safety * ratio**(-1 / k)`. Gustafsson's `beta1 = 0.7, beta2 =
+    0.4` smooth the step sequence more, at the price of growing steps slowly
+    while errors are far below tolerance.
+
+    References:
+        Hairer, Nørsett & Wanner (1993), "Solving Ordinary Differential
+        Equations I", §II.4 (and the DOPRI5 code); Gustafsson (1991), "Control
+        theoretic techniques for stepsize selection in explicit Runge–Kutta
+        methods", ACM TOMS 17(4).
     """
 
     rtol: float
