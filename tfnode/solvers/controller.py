@@ -25,12 +25,16 @@ class PIController:
     is dropped and the step never grows.
 
     The defaults are Gustafsson's gains (`beta1 = 0.7, beta2 = 0.4`), which
-    smooth the step sequence; they grow steps slowly while errors are far
-    below tolerance. Hairer's DOPRI5 code uses `ratio**-0.17 *
-    prev_ratio**0.04` (`beta1 = 0.85, beta2 = 0.2` here): 16% fewer
-    evaluations on benchmarks/solver_forward.py at 1e-6, but a 25,000-step
-    latent-ODE training run (examples/spirals.py --full) diverged with it, so
-    it is not the default.
+    smooth the step sequence but grow steps slowly while errors are far below
+    tolerance.
+
+    Note:
+        Hairer's DOPRI5 code uses `ratio**-0.17 * prev_ratio**0.04`
+        (`beta1 = 0.85, beta2 = 0.2` here; unlike that code, the first step
+        has no integral term and a rejected step shrinks by `safety *
+        ratio**(-1 / k)`). Those gains took fewer evaluations in
+        `benchmarks/solver_forward.py`, but `examples/spirals.py --full`
+        diverged with them, so they are not the default.
 
     References:
         Hairer, Nørsett & Wanner (1993), "Solving Ordinary Differential
