@@ -10,11 +10,15 @@ import tensorflow as tf
 _FLOAT_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
 
 
+def is_real_number(value):
+    """Whether `value` is a real number (numpy scalars included), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def _positive(name, value, allow_none=False):
     if value is None and allow_none:
         return
-    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-    if not ok or not math.isfinite(value) or value <= 0:
+    if not is_real_number(value) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"`{name}` must be a positive finite number. Received: {name}={value!r}")
 
 

@@ -8,8 +8,7 @@ import tensorflow as tf
 from tfnode import _tf_private, _validation, solvers
 from tfnode._typing import ODEFunction, State, TensorLike, TimeLike
 from tfnode.odeint import finish, prepare, run_driver, solve
-from tfnode.solvers import adaptive
-from tfnode.solvers.controller import PIController, rms_norm
+from tfnode.solvers.controller import rms_norm
 from tfnode.solvers.time_map import broadcast_to_leaf
 from tfnode.stats import SolverStats, raise_on_failure
 
@@ -382,20 +381,19 @@ def _backward(
             # The first stage's y-part is span * f(t_i, y_i): it also gives dL/dt_i.
             k1 = augmented(tf.zeros([], t.dtype), state)
             f_i = dot(g_i, k1[:num_leaves]) / span
-            out, stats, next_step = adaptive.solve(
-                None, state, unit_interval, tableau,
-                PIController(rtol=options["rtol"], atol=options["atol"]),
-                max_num_steps=options["max_num_steps"],
-                first_step=None if first_step is None else first_step / width,
-                norm=norm, rescale=rescale, k1=k1,
+            interval_options = dict(
+                options, first_step=None if first_step is None else first_step / width
             )
-            next_step = next_step * width
         else:
+            k1 = None
             f_i = dot(g_i, func(t[i], y_i))
             interval_options = dict(options, step_size=options["step_size"] / width)
-            out, stats, _ = run_driver(tableau, None, state, unit_interval, norm=norm,
-                                       rescale=rescale, **interval_options)
-            stats = stats._replace(nfe=stats.nfe + 1)
+        out, stats, next_step = run_driver(tableau, None, state, unit_interval, norm=norm,
+                                           rescale=rescale, k1=k1, **interval_options)
+        if tableau.adaptive:
+            next_step = next_step * width
+        else:
+            stats = stats._replace(nfe=stats.nfe + 1)  # f(t_i, y_i) for dL/dt_i
             next_step = tf.zeros([], t.dtype)
         adj_t = tf.tensor_scatter_nd_update(adj_t, [[i]], f_i[None])
         end = [x[-1] for x in out]

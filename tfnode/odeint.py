@@ -36,18 +36,20 @@ def prepare(func, y0, t, method, **options) -> Problem:
 
 def run_driver(
     tableau, func, y0, t, *, rtol, atol, step_size, first_step, max_num_steps, norm=rms_norm,
-    rescale=rescaled,
+    rescale=rescaled, k1=None,
 ):
     """Runs the adaptive or fixed-grid driver for `tableau` on flat `y0`.
 
-    Returns `(ys, stats, next_step)`: `next_step` is the step an adaptive
-    controller proposed at the end (see `adaptive.solve`), `None` for
-    fixed-step methods.
+    `k1`: the first stage, if already evaluated (adaptive methods only; see
+    `adaptive.solve`). Returns `(ys, stats, next_step)`: `next_step` is the
+    step an adaptive controller proposed at the end, `None` for fixed-step
+    methods.
     """
     if tableau.adaptive:
         return adaptive.solve(
             func, y0, t, tableau, PIController(rtol=rtol, atol=atol),
             max_num_steps=max_num_steps, first_step=first_step, norm=norm, rescale=rescale,
+            k1=k1,
         )
     ys, stats = fixed_grid.solve(
         func, y0, t, tableau, step_size=step_size, max_num_steps=max_num_steps, rescale=rescale

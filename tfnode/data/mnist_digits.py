@@ -12,12 +12,12 @@ is no other.
 from __future__ import annotations
 
 import json
-import numbers
 import os
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from tfnode._validation import is_real_number
 from tfnode.data.mnist import default_data_dir
 
 _DESCRIPTION = (
@@ -118,9 +118,7 @@ def prepare_mnist_from_digits(
         )
     images, labels = read_digits(digits_dir)
     n = len(labels)
-    is_number = isinstance(test_fraction, numbers.Real) and not isinstance(
-        test_fraction, (bool, np.bool_))
-    test_size = round(float(test_fraction) * n) if is_number else 0
+    test_size = round(float(test_fraction) * n) if is_real_number(test_fraction) else 0
     if not 0 < test_size < n:
         raise ValueError(
             f"`test_fraction` must be a number that puts between 1 and {n - 1} of the {n} "
