@@ -67,9 +67,11 @@ def make_problem(seed=0):
     """The problem of `solver_forward.py` (MLP weights, `y0 [B, 16]`, times `[11]`) plus
     seeded loss weights `[11, B, 16]`."""
     weights, y0, times = solver_forward.make_problem(seed)
-    loss_weights = np.random.default_rng(seed + 1).standard_normal(
-        (NUM_TIMES, BATCH, STATE)
-    ).astype(np.float32)
+    loss_weights = (
+        np.random.default_rng(seed + 1)
+        .standard_normal((NUM_TIMES, BATCH, STATE))
+        .astype(np.float32)
+    )
     return weights, y0, times, loss_weights
 
 
@@ -91,8 +93,9 @@ def make_mlp(weights, dtype=tf.float32, counter=None):
     return f, variables
 
 
-def make_gradient_fns(f, variables, times, loss_weights, tol, jit_compile, *,
-                      norm="seminorm", bstats=None):
+def make_gradient_fns(
+    f, variables, times, loss_weights, tol, jit_compile, *, norm="seminorm", bstats=None
+):
     """Returns `{name: fn(y0) -> (grads, forward_nfe)}`, `grads` for `[y0, *variables]`;
     "tfnode" uses `adjoint_norm=norm` and reports to `bstats`."""
     t = tf.constant(times)
@@ -111,8 +114,16 @@ def make_gradient_fns(f, variables, times, loss_weights, tol, jit_compile, *,
 
     def adjoint(y0):
         ys, s = tfnode.odeint_adjoint(
-            f, y0, t, params=variables, method="dopri5", rtol=tol, atol=tol,
-            adjoint_norm=norm or "seminorm", backward_stats=bstats, return_stats=True,
+            f,
+            y0,
+            t,
+            params=variables,
+            method="dopri5",
+            rtol=tol,
+            atol=tol,
+            adjoint_norm=norm or "seminorm",
+            backward_stats=bstats,
+            return_stats=True,
         )
         return ys, s.nfe
 
@@ -123,8 +134,16 @@ def make_gradient_fns(f, variables, times, loss_weights, tol, jit_compile, *,
         return results.states, results.diagnostics.num_ode_fn_evaluations
 
     def rknet(y0):
-        ys, s = tfnode.odeint(f, y0, t, method="dopri5", rtol=tol, atol=tol,
-                              max_num_steps=RKNET_MAX_STEPS, return_stats=True)
+        ys, s = tfnode.odeint(
+            f,
+            y0,
+            t,
+            method="dopri5",
+            rtol=tol,
+            atol=tol,
+            max_num_steps=RKNET_MAX_STEPS,
+            return_stats=True,
+        )
         return ys, s.nfe
 
     return {
@@ -166,22 +185,30 @@ def count_evaluations(weights, y0, times, loss_weights, tol, reference):
     out = {}
     for name, norm in (("seminorm", "seminorm"), ("full", "full"), ("tfp", None)):
         bstats = tfnode.BackwardStats()
-        fns = make_gradient_fns(f, variables, times, loss_weights, tol, False, norm=norm,
-                                bstats=bstats)
+        fns = make_gradient_fns(
+            f, variables, times, loss_weights, tol, False, norm=norm, bstats=bstats
+        )
         counter.assign(0)
         grads, forward_nfe = fns["tfnode" if norm else "tfp"](tf.constant(y0))
         backward = int(counter.numpy()) - int(forward_nfe)
         if norm is not None and backward != int(bstats.nfe):
-            print(f"warning: BackwardStats.nfe={int(bstats.nfe)} but {backward} evaluations "
-                  f"were counted ({name}, tol={tol:.0e})")
-        out[name] = dict(fwd=int(forward_nfe), bwd=backward,
-                         err=gradient_error([g.numpy() for g in grads], reference))
+            print(
+                f"warning: BackwardStats.nfe={int(bstats.nfe)} but {backward} evaluations "
+                f"were counted ({name}, tol={tol:.0e})"
+            )
+        out[name] = dict(
+            fwd=int(forward_nfe),
+            bwd=backward,
+            err=gradient_error([g.numpy() for g in grads], reference),
+        )
     return out
 
 
 def _optional_columns():
     """Names of the optional frameworks that can be imported (none, as a rule)."""
-    return [name for name in ("torchdiffeq", "diffrax") if importlib.util.find_spec(name)]
+    return [
+        name for name in ("torchdiffeq", "diffrax") if importlib.util.find_spec(name)
+    ]
 
 
 def _torchdiffeq_fn(weights, y0, times, loss_weights, tol):
@@ -212,7 +239,9 @@ def _torchdiffeq_fn(weights, y0, times, loss_weights, tol):
 
     def fn():
         z0 = torch.from_numpy(y0).requires_grad_()
-        ys = torchdiffeq.odeint_adjoint(func, z0, t, rtol=tol, atol=tol, method="dopri5")
+        ys = torchdiffeq.odeint_adjoint(
+            func, z0, t, rtol=tol, atol=tol, method="dopri5"
+        )
         (w * ys).sum().backward()
         return z0.grad
 
@@ -237,7 +266,13 @@ def _diffrax_fn(weights, y0, times, loss_weights, tol):
     def grads(z0, params):
         def loss(z0, params):
             sol = diffrax.diffeqsolve(
-                diffrax.ODETerm(f), diffrax.Dopri5(), times[0], times[-1], None, z0, args=params,
+                diffrax.ODETerm(f),
+                diffrax.Dopri5(),
+                times[0],
+                times[-1],
+                None,
+                z0,
+                args=params,
                 saveat=diffrax.SaveAt(ts=jnp.asarray(times)),
                 stepsize_controller=diffrax.PIDController(rtol=tol, atol=tol),
                 adjoint=diffrax.BacksolveAdjoint(),
@@ -264,7 +299,9 @@ def _format(header, lines):
     widths = [max(len(x) for x in col) for col in zip(header, *lines)]
     fmt = " | ".join(f"{{:>{w}}}" for w in widths)
     rule = "-+-".join("-" * w for w in widths)
-    return "\n".join([fmt.format(*header), rule] + [fmt.format(*line) for line in lines])
+    return "\n".join(
+        [fmt.format(*header), rule] + [fmt.format(*line) for line in lines]
+    )
 
 
 def _star(value, target, fmt="{:.2f}"):
@@ -295,8 +332,9 @@ def _memory_case(mode, method, t1, tol, seed):
         with tf.GradientTape() as tape:
             tape.watch(y0)
             if method == "adjoint":
-                ys, s = tfnode.odeint_adjoint(f, y0, t, params=variables, rtol=tol, atol=tol,
-                                              return_stats=True)
+                ys, s = tfnode.odeint_adjoint(
+                    f, y0, t, params=variables, rtol=tol, atol=tol, return_stats=True
+                )
             else:
                 ys, s = tfnode.odeint(f, y0, t, rtol=tol, atol=tol, return_stats=True)
             loss = tf.reduce_sum(ys[-1] ** 2)
@@ -312,7 +350,9 @@ def _memory_case(mode, method, t1, tol, seed):
     grads, nfe = fn(y0, t)
     np.asarray(grads[0])
     peak = _status_kb("VmHWM")
-    return dict(mode=mode, method=method, t1=t1, nfe=int(nfe), start_kb=start, peak_kb=peak)
+    return dict(
+        mode=mode, method=method, t1=t1, nfe=int(nfe), start_kb=start, peak_kb=peak
+    )
 
 
 def _run_memory_case(mode, method, t1, tol, seed):
@@ -324,12 +364,19 @@ def _run_memory_case(mode, method, t1, tol, seed):
         f"{seed!r})))\n"
     )
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    raise RuntimeError(f"memory case {mode}/{method}/t1={t1} failed:\n{proc.stderr[-3000:]}")
+            return json.loads(line[len("RESULT ") :])
+    raise RuntimeError(
+        f"memory case {mode}/{method}/t1={t1} failed:\n{proc.stderr[-3000:]}"
+    )
 
 
 def memory_table(*, modes, horizons, tol, seed, verbose):
@@ -347,8 +394,17 @@ def memory_table(*, modes, horizons, tol, seed, verbose):
     return rows
 
 
-def main(*, repeats=30, warmup=2, tols=(1e-6, 1e-3), modes=("xla", "graph"),
-         horizons=(1.0, 10.0, 100.0), memory=True, seed=0, verbose=True):
+def main(
+    *,
+    repeats=30,
+    warmup=2,
+    tols=(1e-6, 1e-3),
+    modes=("xla", "graph"),
+    horizons=(1.0, 10.0, 100.0),
+    memory=True,
+    seed=0,
+    verbose=True,
+):
     """Runs the benchmark; prints the tables and returns their rows.
 
     Args:
@@ -366,7 +422,9 @@ def main(*, repeats=30, warmup=2, tols=(1e-6, 1e-3), modes=("xla", "graph"),
         `{"speed": [...], "nfe": [...], "memory": [...]}`, lists of dicts.
     """
     if repeats < 1 or warmup < 1:
-        raise ValueError(f"Need repeats >= 1 and warmup >= 1. Received: {repeats=}, {warmup=}")
+        raise ValueError(
+            f"Need repeats >= 1 and warmup >= 1. Received: {repeats=}, {warmup=}"
+        )
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ValueError(f"Unknown mode(s) {unknown}; choose from {list(MODES)}.")
@@ -380,8 +438,9 @@ def main(*, repeats=30, warmup=2, tols=(1e-6, 1e-3), modes=("xla", "graph"),
     fns = {}
     for mode in modes:
         for tol in tols:
-            for name, fn in make_gradient_fns(f, variables, times, loss_weights, tol,
-                                              MODES[mode]).items():
+            for name, fn in make_gradient_fns(
+                f, variables, times, loss_weights, tol, MODES[mode]
+            ).items():
                 for _ in range(warmup):
                     fn(y0)
                 fns[mode, tol, name] = (fn, (y0,))
@@ -398,7 +457,12 @@ def main(*, repeats=30, warmup=2, tols=(1e-6, 1e-3), modes=("xla", "graph"),
                     fns[mode, tol, name] = (fn, ())
             except Exception as e:  # an optional column must not sink the benchmark
                 print(f"{name}: skipped ({type(e).__name__}: {e})")
-    names = ("tfnode", "tfp", "rk-net", *(n for n in optional if (modes[0], tols[0], n) in fns))
+    names = (
+        "tfnode",
+        "tfp",
+        "rk-net",
+        *(n for n in optional if (modes[0], tols[0], n) in fns),
+    )
 
     # Timed rounds, rotating the order; ratios within a round (paired) so that slow drifts
     # in machine load cancel.
@@ -411,7 +475,9 @@ def main(*, repeats=30, warmup=2, tols=(1e-6, 1e-3), modes=("xla", "graph"),
         row = dict(mode=mode, tol=tol)
         for name in names:
             row[f"{name}_ms"] = statistics.median(ms[name])
-        row["ratio_tfnode_tfp"] = statistics.median(a / b for a, b in zip(ms["tfnode"], ms["tfp"]))
+        row["ratio_tfnode_tfp"] = statistics.median(
+            a / b for a, b in zip(ms["tfnode"], ms["tfp"])
+        )
         speed.append(row)
 
     # NFE on the full grid, and with outputs at t0 and t1 only: each output time restarts the
@@ -421,22 +487,38 @@ def main(*, repeats=30, warmup=2, tols=(1e-6, 1e-3), modes=("xla", "graph"),
     nfe = []
     for outputs, sel in ((NUM_TIMES, slice(None)), (2, [0, -1])):
         sub_times, sub_weights = times[sel], loss_weights[sel]
-        sub_reference = (reference if outputs == NUM_TIMES else
-                         reference_gradients(weights, y0_np, sub_times, sub_weights))
+        sub_reference = (
+            reference
+            if outputs == NUM_TIMES
+            else reference_gradients(weights, y0_np, sub_times, sub_weights)
+        )
         for tol in tols:
-            counts = count_evaluations(weights, y0_np, sub_times, sub_weights, tol,
-                                       sub_reference)
-            nfe.append(dict(
-                outputs=outputs, tol=tol, fwd=counts["seminorm"]["fwd"],
-                bwd_seminorm=counts["seminorm"]["bwd"], bwd_full=counts["full"]["bwd"],
-                tfp_fwd=counts["tfp"]["fwd"], tfp_bwd=counts["tfp"]["bwd"],
-                bwd_over_fwd=counts["seminorm"]["bwd"] / counts["seminorm"]["fwd"],
-                err_seminorm=counts["seminorm"]["err"], err_full=counts["full"]["err"],
-                err_tfp=counts["tfp"]["err"],
-            ))
+            counts = count_evaluations(
+                weights, y0_np, sub_times, sub_weights, tol, sub_reference
+            )
+            nfe.append(
+                dict(
+                    outputs=outputs,
+                    tol=tol,
+                    fwd=counts["seminorm"]["fwd"],
+                    bwd_seminorm=counts["seminorm"]["bwd"],
+                    bwd_full=counts["full"]["bwd"],
+                    tfp_fwd=counts["tfp"]["fwd"],
+                    tfp_bwd=counts["tfp"]["bwd"],
+                    bwd_over_fwd=counts["seminorm"]["bwd"] / counts["seminorm"]["fwd"],
+                    err_seminorm=counts["seminorm"]["err"],
+                    err_full=counts["full"]["err"],
+                    err_tfp=counts["tfp"]["err"],
+                )
+            )
 
-    mem = memory_table(modes=modes, horizons=horizons, tol=1e-6, seed=seed,
-                       verbose=verbose) if memory else []
+    mem = (
+        memory_table(
+            modes=modes, horizons=horizons, tol=1e-6, seed=seed, verbose=verbose
+        )
+        if memory
+        else []
+    )
 
     if verbose:
         _print_tables(speed, nfe, mem, names, repeats, optional)
@@ -450,10 +532,19 @@ def _print_tables(speed, nfe, mem, names, repeats, optional):
         f"in [0, 1]. Median of {repeats} interleaved rounds; tfnode/tfp: median of per-round "
         "ratios; * = target missed."
     )
-    header = ["mode", "tol", *(f"{n} ms" for n in names), f"tfnode/tfp (<={TARGET_VS_TFP})"]
+    header = [
+        "mode",
+        "tol",
+        *(f"{n} ms" for n in names),
+        f"tfnode/tfp (<={TARGET_VS_TFP})",
+    ]
     lines = [
-        [r["mode"], f"{r['tol']:.0e}", *(f"{r[f'{n}_ms']:.1f}" for n in names),
-         _star(r["ratio_tfnode_tfp"], TARGET_VS_TFP)]
+        [
+            r["mode"],
+            f"{r['tol']:.0e}",
+            *(f"{r[f'{n}_ms']:.1f}" for n in names),
+            _star(r["ratio_tfnode_tfp"], TARGET_VS_TFP),
+        ]
         for r in speed
     ]
     print(_format(header, lines))
@@ -466,14 +557,33 @@ def _print_tables(speed, nfe, mem, names, repeats, optional):
         "from tfnode.BackwardStats, and counted inside the dynamics for TFP) and gradient "
         f"error vs float64 backprop at {REFERENCE_TOL:g} (max |g - g_ref| / max |g_ref|)."
     )
-    header = ["outputs", "tol", "fwd NFE", "bwd NFE seminorm", "bwd NFE full", "tfp fwd NFE",
-              "tfp bwd NFE", f"bwd/fwd seminorm (<={TARGET_BWD_VS_FWD_NFE:g})",
-              "err seminorm", "err full", "err tfp"]
+    header = [
+        "outputs",
+        "tol",
+        "fwd NFE",
+        "bwd NFE seminorm",
+        "bwd NFE full",
+        "tfp fwd NFE",
+        "tfp bwd NFE",
+        f"bwd/fwd seminorm (<={TARGET_BWD_VS_FWD_NFE:g})",
+        "err seminorm",
+        "err full",
+        "err tfp",
+    ]
     lines = [
-        [str(r["outputs"]), f"{r['tol']:.0e}", str(r["fwd"]), str(r["bwd_seminorm"]),
-         str(r["bwd_full"]), str(r["tfp_fwd"]), str(r["tfp_bwd"]),
-         _star(r["bwd_over_fwd"], TARGET_BWD_VS_FWD_NFE), f"{r['err_seminorm']:.1e}",
-         f"{r['err_full']:.1e}", f"{r['err_tfp']:.1e}"]
+        [
+            str(r["outputs"]),
+            f"{r['tol']:.0e}",
+            str(r["fwd"]),
+            str(r["bwd_seminorm"]),
+            str(r["bwd_full"]),
+            str(r["tfp_fwd"]),
+            str(r["tfp_bwd"]),
+            _star(r["bwd_over_fwd"], TARGET_BWD_VS_FWD_NFE),
+            f"{r['err_seminorm']:.1e}",
+            f"{r['err_full']:.1e}",
+            f"{r['err_tfp']:.1e}",
+        ]
         for r in nfe
     ]
     print(_format(header, lines))
@@ -486,12 +596,29 @@ def _print_tables(speed, nfe, mem, names, repeats, optional):
             f"{mem[0]['t1']:g} row; target for the adjoint <= "
             f"{TARGET_ADJOINT_MEMORY_GROWTH:.0%}."
         )
-        header = ["mode", "method", "t1", "fwd NFE", "peak MB", "above start MB", "growth"]
+        header = [
+            "mode",
+            "method",
+            "t1",
+            "fwd NFE",
+            "peak MB",
+            "above start MB",
+            "growth",
+        ]
         lines = [
-            [r["mode"], r["method"], f"{r['t1']:g}", str(r["nfe"]), f"{r['peak_kb'] / 1e3:.0f}",
-             f"{(r['peak_kb'] - r['start_kb']) / 1e3:.1f}",
-             (_star(r["growth"], TARGET_ADJOINT_MEMORY_GROWTH, "{:+.1%}")
-              if r["method"] == "adjoint" else f"{r['growth']:+.1%}")]
+            [
+                r["mode"],
+                r["method"],
+                f"{r['t1']:g}",
+                str(r["nfe"]),
+                f"{r['peak_kb'] / 1e3:.0f}",
+                f"{(r['peak_kb'] - r['start_kb']) / 1e3:.1f}",
+                (
+                    _star(r["growth"], TARGET_ADJOINT_MEMORY_GROWTH, "{:+.1%}")
+                    if r["method"] == "adjoint"
+                    else f"{r['growth']:+.1%}"
+                ),
+            ]
             for r in mem
         ]
         print(_format(header, lines))
@@ -502,11 +629,19 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--tols", type=float, nargs="+", default=[1e-6, 1e-3])
-    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=["xla", "graph"])
+    parser.add_argument(
+        "--modes", nargs="+", choices=list(MODES), default=["xla", "graph"]
+    )
     parser.add_argument("--horizons", type=float, nargs="+", default=[1.0, 10.0, 100.0])
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    main(repeats=args.repeats, warmup=args.warmup, tols=tuple(args.tols),
-         modes=tuple(args.modes), horizons=tuple(args.horizons), memory=args.memory,
-         seed=args.seed)
+    main(
+        repeats=args.repeats,
+        warmup=args.warmup,
+        tols=tuple(args.tols),
+        modes=tuple(args.modes),
+        horizons=tuple(args.horizons),
+        memory=args.memory,
+        seed=args.seed,
+    )

@@ -99,8 +99,13 @@ def reference_solution(weights, y0, times):
         return z.ravel()
 
     sol = solve_ivp(
-        rhs, (float(times[0]), float(times[-1])), y0.astype(np.float64).ravel(),
-        method="DOP853", t_eval=times.astype(np.float64), rtol=1e-12, atol=1e-12,
+        rhs,
+        (float(times[0]), float(times[-1])),
+        y0.astype(np.float64).ravel(),
+        method="DOP853",
+        t_eval=times.astype(np.float64),
+        rtol=1e-12,
+        atol=1e-12,
     )
     if not sol.success:
         raise RuntimeError(f"The scipy reference solve failed: {sol.message}")
@@ -180,22 +185,40 @@ def _format_table(rows):
         return f"{ratio:.3f}" + ("" if ratio <= target else "*")
 
     header = [
-        "mode", "tol", "tfnode ms", "tfp ms", f"tfnode/tfp (<={TARGET_VS_TFP})", "floor ms",
-        f"tfnode/floor (<={TARGET_VS_FLOOR})", "tfnode NFE", "tfp NFE", "tfnode err", "tfp err",
+        "mode",
+        "tol",
+        "tfnode ms",
+        "tfp ms",
+        f"tfnode/tfp (<={TARGET_VS_TFP})",
+        "floor ms",
+        f"tfnode/floor (<={TARGET_VS_FLOOR})",
+        "tfnode NFE",
+        "tfp NFE",
+        "tfnode err",
+        "tfp err",
     ]
     lines = [
         [
-            r["mode"], f"{r['tol']:.0e}", f"{r['tfnode_ms']:.2f}", f"{r['tfp_ms']:.2f}",
-            star(r["ratio_tfnode_tfp"], TARGET_VS_TFP), f"{r['floor_ms']:.2f}",
-            star(r["ratio_tfnode_floor"], TARGET_VS_FLOOR), str(r["tfnode_nfe"]),
-            str(r["tfp_nfe"]), f"{r['tfnode_err']:.1e}", f"{r['tfp_err']:.1e}",
+            r["mode"],
+            f"{r['tol']:.0e}",
+            f"{r['tfnode_ms']:.2f}",
+            f"{r['tfp_ms']:.2f}",
+            star(r["ratio_tfnode_tfp"], TARGET_VS_TFP),
+            f"{r['floor_ms']:.2f}",
+            star(r["ratio_tfnode_floor"], TARGET_VS_FLOOR),
+            str(r["tfnode_nfe"]),
+            str(r["tfp_nfe"]),
+            f"{r['tfnode_err']:.1e}",
+            f"{r['tfp_err']:.1e}",
         ]
         for r in rows
     ]
     widths = [max(len(x) for x in col) for col in zip(header, *lines)]
     fmt = " | ".join(f"{{:>{w}}}" for w in widths)
     rule = "-+-".join("-" * w for w in widths)
-    return "\n".join([fmt.format(*header), rule] + [fmt.format(*line) for line in lines])
+    return "\n".join(
+        [fmt.format(*header), rule] + [fmt.format(*line) for line in lines]
+    )
 
 
 def _set_threads(threads):
@@ -209,8 +232,17 @@ def _set_threads(threads):
         ) from e
 
 
-def main(*, repeats=100, warmup=3, tols=(1e-6, 1e-3), modes=("xla", "graph"), seed=0,
-         clock="wall", threads=None, verbose=True):
+def main(
+    *,
+    repeats=100,
+    warmup=3,
+    tols=(1e-6, 1e-3),
+    modes=("xla", "graph"),
+    seed=0,
+    clock="wall",
+    threads=None,
+    verbose=True,
+):
     """Runs the benchmark; prints the table and returns its rows (a list of dicts).
 
     Args:
@@ -228,7 +260,9 @@ def main(*, repeats=100, warmup=3, tols=(1e-6, 1e-3), modes=("xla", "graph"), se
         floor_ms, ratio_tfnode_floor, tfnode_nfe, tfp_nfe, tfnode_err, tfp_err`.
     """
     if repeats < 1 or warmup < 1:
-        raise ValueError(f"Need repeats >= 1 and warmup >= 1. Received: {repeats=}, {warmup=}")
+        raise ValueError(
+            f"Need repeats >= 1 and warmup >= 1. Received: {repeats=}, {warmup=}"
+        )
     unknown = [m for m in modes if m not in MODES]
     if unknown or clock not in CLOCKS:
         raise ValueError(
@@ -262,8 +296,9 @@ def main(*, repeats=100, warmup=3, tols=(1e-6, 1e-3), modes=("xla", "graph"), se
 
     # Timed rounds: per (mode, tol), the three functions back to back, rotating the order.
     names = ("tfnode", "tfp", "floor")
-    times_ms = interleaved_times(fns, configs, names, repeats,
-                                 lambda fn, *args: _timed(CLOCKS[clock], fn, *args))
+    times_ms = interleaved_times(
+        fns, configs, names, repeats, lambda fn, *args: _timed(CLOCKS[clock], fn, *args)
+    )
 
     def paired(a, b):
         return statistics.median(x / y for x, y in zip(a, b))
@@ -271,15 +306,21 @@ def main(*, repeats=100, warmup=3, tols=(1e-6, 1e-3), modes=("xla", "graph"), se
     rows = []
     for mode, tol in configs:
         ms = {name: times_ms[mode, tol, name] for name in names}
-        rows.append(dict(
-            mode=mode, tol=tol,
-            tfnode_ms=statistics.median(ms["tfnode"]), tfp_ms=statistics.median(ms["tfp"]),
-            ratio_tfnode_tfp=paired(ms["tfnode"], ms["tfp"]),
-            floor_ms=statistics.median(ms["floor"]),
-            ratio_tfnode_floor=paired(ms["tfnode"], ms["floor"]),
-            tfnode_nfe=nfe[mode, tol, "tfnode"], tfp_nfe=nfe[mode, tol, "tfp"],
-            tfnode_err=err[mode, tol, "tfnode"], tfp_err=err[mode, tol, "tfp"],
-        ))
+        rows.append(
+            dict(
+                mode=mode,
+                tol=tol,
+                tfnode_ms=statistics.median(ms["tfnode"]),
+                tfp_ms=statistics.median(ms["tfp"]),
+                ratio_tfnode_tfp=paired(ms["tfnode"], ms["tfp"]),
+                floor_ms=statistics.median(ms["floor"]),
+                ratio_tfnode_floor=paired(ms["tfnode"], ms["floor"]),
+                tfnode_nfe=nfe[mode, tol, "tfnode"],
+                tfp_nfe=nfe[mode, tol, "tfp"],
+                tfnode_err=err[mode, tol, "tfnode"],
+                tfp_err=err[mode, tol, "tfp"],
+            )
+        )
     if verbose:
         print(
             f"\ndopri5 forward solve, MLP {STATE}-{HIDDEN}-{HIDDEN}-{STATE} (tanh), batch {BATCH}, "
@@ -293,15 +334,32 @@ def main(*, repeats=100, warmup=3, tols=(1e-6, 1e-3), modes=("xla", "graph"), se
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser = argparse.ArgumentParser(
+        description=" ".join(__doc__.split("\n\n")[0].split())
+    )
     parser.add_argument("--repeats", type=int, default=100, help="timed rounds")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed calls per function")
+    parser.add_argument(
+        "--warmup", type=int, default=3, help="untimed calls per function"
+    )
     parser.add_argument("--tols", type=float, nargs="+", default=[1e-6, 1e-3])
-    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=["xla", "graph"])
+    parser.add_argument(
+        "--modes", nargs="+", choices=list(MODES), default=["xla", "graph"]
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--clock", choices=list(CLOCKS), default="wall")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="TensorFlow intra- and inter-op threads (default: TensorFlow's)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="TensorFlow intra- and inter-op threads (default: TensorFlow's)",
+    )
     args = parser.parse_args()
-    main(repeats=args.repeats, warmup=args.warmup, tols=tuple(args.tols),
-         modes=tuple(args.modes), seed=args.seed, clock=args.clock, threads=args.threads)
+    main(
+        repeats=args.repeats,
+        warmup=args.warmup,
+        tols=tuple(args.tols),
+        modes=tuple(args.modes),
+        seed=args.seed,
+        clock=args.clock,
+        threads=args.threads,
+    )

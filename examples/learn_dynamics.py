@@ -52,7 +52,10 @@ the linear one starts from `[2, 0]` as in the torchdiffeq demo.
 """
 
 TRUE_A = [[-0.1, -1.0], [1.0, -0.1]]  # the linear spiral, dz/dt = A z
-GATE_A = [[-0.1, -0.5], [0.5, -0.1]]  # a stable spiral, dominant where y.x0 > 0 (left) ...
+GATE_A = [
+    [-0.1, -0.5],
+    [0.5, -0.1],
+]  # a stable spiral, dominant where y.x0 > 0 (left) ...
 GATE_B = [[0.2, 1.0], [-1.0, 0.2]]  # ... glued to an unstable one on the right
 GATE_X0 = [-1.0, 0.0]
 
@@ -79,7 +82,9 @@ def observe(field, y0, t_max, data_size, noise_std, rng):
     t = np.linspace(0.0, t_max, data_size, dtype="float32")
     # In a tf.function the solver's loop runs as one graph; eagerly, each of
     # its hundreds of steps would be a round trip through Python.
-    solve = tf.function(lambda: tfnode.odeint(field, tf.constant([y0]), t, rtol=1e-7, atol=1e-9))
+    solve = tf.function(
+        lambda: tfnode.odeint(field, tf.constant([y0]), t, rtol=1e-7, atol=1e-9)
+    )
     ys = solve()[:, 0].numpy()  # [N, 1, 2] -> [N, 2]
     observations = ys + noise_std * rng.standard_normal(ys.shape).astype("float32")
     return t, ys, observations
@@ -109,8 +114,9 @@ class LinearODEFunc(tfnode.ODEFunc):
 
     def build(self, t_shape, y_shape):
         features = y_shape[-1]
-        self.A = self.add_weight(shape=(features, features), initializer=self.initializer,
-                                 name="A")
+        self.A = self.add_weight(
+            shape=(features, features), initializer=self.initializer, name="A"
+        )
 
     def call(self, t, y):
         return tf.linalg.matvec(self.A, y)  # [B, D]
@@ -158,8 +164,20 @@ statistics (`ode.nfe`, `ode.backward_nfe`), printed with the loss.
 """
 
 
-def fit(ode, t, observations, *, niters, batch_time, batch_size, learning_rate, seed,
-        jit_compile, log_every, describe=None):
+def fit(
+    ode,
+    t,
+    observations,
+    *,
+    niters,
+    batch_time,
+    batch_size,
+    learning_rate,
+    seed,
+    jit_compile,
+    log_every,
+    describe=None,
+):
     """Fits `ode` to sub-spans of `observations`; returns the loss per step."""
     rng = np.random.default_rng(seed)
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, niters, alpha=0.05)
@@ -177,13 +195,19 @@ def fit(ode, t, observations, *, niters, batch_time, batch_size, learning_rate, 
     losses = []
     start = time.perf_counter()
     for step in range(1, niters + 1):
-        loss = train_step(*sample_subspans(t, observations, batch_time, batch_size, rng))
+        loss = train_step(
+            *sample_subspans(t, observations, batch_time, batch_size, rng)
+        )
         losses.append(float(loss))
         if step == 1:
-            print(f"  step 1 (tracing + compilation) took {time.perf_counter() - start:.1f} s")
+            print(
+                f"  step 1 (tracing + compilation) took {time.perf_counter() - start:.1f} s"
+            )
         if step % log_every == 0 or step == niters:
-            message = (f"  step {step:5d}/{niters}  loss {np.mean(losses[-log_every:]):.5f}"
-                       f"  nfe {int(ode.nfe.result()):3d}")
+            message = (
+                f"  step {step:5d}/{niters}  loss {np.mean(losses[-log_every:]):.5f}"
+                f"  nfe {int(ode.nfe.result()):3d}"
+            )
             if ode.backward_nfe is not None:
                 message += f"  backward nfe {int(ode.backward_nfe.result()):4d}"
             if describe is not None:
@@ -223,15 +247,29 @@ def plot(path, title, t, observations, ys, learned, true_field, learned_field):
     axes = fig.subplots(2, 2)
     ax = axes[0, 0]
     for i, name in enumerate(("x", "y")):
-        ax.plot(t, observations[:, i], ".", ms=2, color=f"C{i}", label=f"{name} observed")
-        ax.plot(t, learned[:, i], "-", lw=1.2, color="k" if i == 0 else "0.45",
-                label=f"{name} learned")
+        ax.plot(
+            t, observations[:, i], ".", ms=2, color=f"C{i}", label=f"{name} observed"
+        )
+        ax.plot(
+            t,
+            learned[:, i],
+            "-",
+            lw=1.2,
+            color="k" if i == 0 else "0.45",
+            label=f"{name} learned",
+        )
     ax.set(xlabel="t", title="Trajectories")
     ax.legend(fontsize=8, ncol=2)
 
     ax = axes[0, 1]
-    ax.scatter(observations[:, 0], observations[:, 1], c=t, s=3, cmap="plasma",
-               label="observed (colour: t)")
+    ax.scatter(
+        observations[:, 0],
+        observations[:, 1],
+        c=t,
+        s=3,
+        cmap="plasma",
+        label="observed (colour: t)",
+    )
     ax.plot(learned[:, 0], learned[:, 1], "k-", lw=1, label="learned")
     ax.plot(*ys[0], "k*", ms=10, label="initial state")
     ax.set(xlabel="x", ylabel="y", title="Phase portrait", aspect="equal")
@@ -241,13 +279,26 @@ def plot(path, title, t, observations, ys, learned, true_field, learned_field):
     lo, hi = observations.min(0) - pad, observations.max(0) + pad
     gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 25), np.linspace(lo[1], hi[1], 25))
     grid = tf.constant(np.stack([gx.ravel(), gy.ravel()], -1), tf.float32)  # [625, 2]
-    fields = [np.asarray(f(tf.constant(0.0), grid)).reshape(*gx.shape, 2)  # [25, 25, 2]
-              for f in (true_field, learned_field)]
+    fields = [
+        np.asarray(f(tf.constant(0.0), grid)).reshape(*gx.shape, 2)  # [25, 25, 2]
+        for f in (true_field, learned_field)
+    ]
     norm = Normalize(0.0, np.hypot(*fields[0].transpose(2, 0, 1)).max())
     for ax, v, name in zip(axes[1], fields, ("True", "Learned")):
-        ax.streamplot(gx, gy, v[..., 0], v[..., 1], color=np.hypot(v[..., 0], v[..., 1]),
-                      norm=norm, cmap="viridis", density=1.1, linewidth=0.8)
-        ax.plot(ys[:, 0], ys[:, 1], color="C3", lw=0.8, alpha=0.7, label="true trajectory")
+        ax.streamplot(
+            gx,
+            gy,
+            v[..., 0],
+            v[..., 1],
+            color=np.hypot(v[..., 0], v[..., 1]),
+            norm=norm,
+            cmap="viridis",
+            density=1.1,
+            linewidth=0.8,
+        )
+        ax.plot(
+            ys[:, 0], ys[:, 1], color="C3", lw=0.8, alpha=0.7, label="true trajectory"
+        )
         ax.set(xlabel="x", ylabel="y", title=f"{name} vector field", aspect="equal")
     axes[1, 0].legend(fontsize=8, loc="upper right")
     fig.suptitle(title)
@@ -290,14 +341,22 @@ def main(
     rng = np.random.default_rng(seed)  # noise and mini-batches
     os.makedirs(out_dir, exist_ok=True)
     log_every = max(1, niters // 10)
-    options = dict(niters=niters, batch_time=batch_time, batch_size=batch_size,
-                   learning_rate=learning_rate, seed=seed, jit_compile=jit_compile,
-                   log_every=log_every)
+    options = dict(
+        niters=niters,
+        batch_time=batch_time,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+        jit_compile=jit_compile,
+        log_every=log_every,
+    )
     results = {}
 
     # 1. Recovering the matrix of a linear spiral.
-    print(f"[1/2] Linear spiral dz/dt = A z: {data_size} observations on [0, 25], "
-          f"noise std {noise_std}")
+    print(
+        f"[1/2] Linear spiral dz/dt = A z: {data_size} observations on [0, 25], "
+        f"noise std {noise_std}"
+    )
     y0 = [2.0, 0.0]
     t, ys, obs = observe(linear_field, y0, 25.0, data_size, noise_std, rng)
     func = LinearODEFunc()
@@ -310,7 +369,9 @@ def main(
     ode(tf.constant([y0]), t=tf.constant(t[:2]))  # builds A
     print(f"  initial max|A - A_true| = {matrix_error():.4f}")
     start = time.perf_counter()
-    fit(ode, t, obs, **options, describe=lambda: f"max|A - A_true| {matrix_error():.4f}")
+    fit(
+        ode, t, obs, **options, describe=lambda: f"max|A - A_true| {matrix_error():.4f}"
+    )
     results["linear_seconds"] = time.perf_counter() - start
     learned = predict(ode, y0, t)
     results["linear_matrix"] = func.A.numpy().tolist()
@@ -320,20 +381,33 @@ def main(
         print("  true A:             learned A:")
         for true_row, row in zip(true_a, func.A.numpy()):
             print(f"    {true_row}    {row}")
-    print(f"  max-norm error of A: {results['linear_matrix_error']:.4f}; mean |trajectory "
-          f"error| {results['linear_trajectory_error']:.4f}; "
-          f"{results['linear_seconds']:.1f} s")
+    print(
+        f"  max-norm error of A: {results['linear_matrix_error']:.4f}; mean |trajectory "
+        f"error| {results['linear_trajectory_error']:.4f}; "
+        f"{results['linear_seconds']:.1f} s"
+    )
     linear_png = os.path.join(out_dir, "linear.png")
-    plot(linear_png, f"Linear spiral: max |A - A_true| = {results['linear_matrix_error']:.4f}",
-         t, obs, ys, learned, linear_field, func)
+    plot(
+        linear_png,
+        f"Linear spiral: max |A - A_true| = {results['linear_matrix_error']:.4f}",
+        t,
+        obs,
+        ys,
+        learned,
+        linear_field,
+        func,
+    )
 
     # 2. A nonlinear field, fitted by an MLP.
-    print(f"\n[2/2] Gated spirals (nonlinear): {data_size} observations on [0, 31.45], "
-          f"MLP {tuple(hidden_units)}")
+    print(
+        f"\n[2/2] Gated spirals (nonlinear): {data_size} observations on [0, 31.45], "
+        f"MLP {tuple(hidden_units)}"
+    )
     y0 = [0.6, 0.3]
     t, ys, obs = observe(gated_field, y0, 6.29 * 5, data_size, noise_std, rng)
-    func = tfnode.MLPODEFunc(hidden_units=hidden_units, activation="tanh",
-                             time_dependent=False)
+    func = tfnode.MLPODEFunc(
+        hidden_units=hidden_units, activation="tanh", time_dependent=False
+    )
     ode = make_ode(func, adjoint)
     evaluation = evenly_spaced_subspans(t, obs, batch_time)
     results["nonlinear_initial_loss"] = mean_abs_loss(ode, *evaluation)
@@ -345,18 +419,31 @@ def main(
     learned = predict(ode, y0, t)
     results["nonlinear_trajectory_error"] = float(np.abs(learned - ys).mean())
     results["nonlinear_trajectory_max_error"] = float(np.abs(learned - ys).max())
-    print(f"  loss {results['nonlinear_initial_loss']:.5f} -> "
-          f"{results['nonlinear_final_loss']:.5f}; whole trajectory from y0: mean |error| "
-          f"{results['nonlinear_trajectory_error']:.4f}, max "
-          f"{results['nonlinear_trajectory_max_error']:.4f}; "
-          f"{results['nonlinear_seconds']:.1f} s")
+    print(
+        f"  loss {results['nonlinear_initial_loss']:.5f} -> "
+        f"{results['nonlinear_final_loss']:.5f}; whole trajectory from y0: mean |error| "
+        f"{results['nonlinear_trajectory_error']:.4f}, max "
+        f"{results['nonlinear_trajectory_max_error']:.4f}; "
+        f"{results['nonlinear_seconds']:.1f} s"
+    )
     nonlinear_png = os.path.join(out_dir, "nonlinear.png")
-    plot(nonlinear_png, f"Gated spirals, MLP dynamics: mean |trajectory error| = "
-         f"{results['nonlinear_trajectory_error']:.4f}", t, obs, ys, learned, gated_field, func)
+    plot(
+        nonlinear_png,
+        f"Gated spirals, MLP dynamics: mean |trajectory error| = "
+        f"{results['nonlinear_trajectory_error']:.4f}",
+        t,
+        obs,
+        ys,
+        learned,
+        gated_field,
+        func,
+    )
 
     results["plots"] = [linear_png, nonlinear_png]
     results["total_seconds"] = time.perf_counter() - total_start
-    print(f"\nWrote {', '.join(results['plots'])}; total {results['total_seconds']:.1f} s")
+    print(
+        f"\nWrote {', '.join(results['plots'])}; total {results['total_seconds']:.1f} s"
+    )
     return results
 
 
@@ -372,26 +459,66 @@ MLP trained longer gets to about 0.01:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Learning dynamics with Neural ODEs.")
-    parser.add_argument("--data-size", type=int, default=1000,
-                        help="observations per trajectory (default: 1000)")
-    parser.add_argument("--niters", type=int, default=1000,
-                        help="training steps per problem (default: 1000)")
-    parser.add_argument("--batch-time", type=int, default=10,
-                        help="observations per sub-span (default: 10)")
-    parser.add_argument("--batch-size", type=int, default=20,
-                        help="sub-spans per mini-batch (default: 20)")
-    parser.add_argument("--adjoint", action=argparse.BooleanOptionalAction, default=True,
-                        help="adjoint gradients, or backprop through the solver with "
-                             "--no-adjoint (default: adjoint)")
+    parser.add_argument(
+        "--data-size",
+        type=int,
+        default=1000,
+        help="observations per trajectory (default: 1000)",
+    )
+    parser.add_argument(
+        "--niters",
+        type=int,
+        default=1000,
+        help="training steps per problem (default: 1000)",
+    )
+    parser.add_argument(
+        "--batch-time",
+        type=int,
+        default=10,
+        help="observations per sub-span (default: 10)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=20,
+        help="sub-spans per mini-batch (default: 20)",
+    )
+    parser.add_argument(
+        "--adjoint",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="adjoint gradients, or backprop through the solver with "
+        "--no-adjoint (default: adjoint)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--out-dir", default="results/learn_dynamics",
-                        help="where the PNGs go (default: results/learn_dynamics)")
-    parser.add_argument("--noise-std", type=float, default=0.01,
-                        help="standard deviation of the observation noise (default: 0.01)")
-    parser.add_argument("--learning-rate", type=float, default=0.01,
-                        help="initial Adam learning rate, cosine-decayed (default: 0.01)")
-    parser.add_argument("--hidden-units", type=int, nargs="+", default=[32, 32],
-                        help="hidden layer sizes of the MLP dynamics (default: 32 32)")
-    parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=True,
-                        help="compile the training step with XLA (default: on)")
+    parser.add_argument(
+        "--out-dir",
+        default="results/learn_dynamics",
+        help="where the PNGs go (default: results/learn_dynamics)",
+    )
+    parser.add_argument(
+        "--noise-std",
+        type=float,
+        default=0.01,
+        help="standard deviation of the observation noise (default: 0.01)",
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=0.01,
+        help="initial Adam learning rate, cosine-decayed (default: 0.01)",
+    )
+    parser.add_argument(
+        "--hidden-units",
+        type=int,
+        nargs="+",
+        default=[32, 32],
+        help="hidden layer sizes of the MLP dynamics (default: 32 32)",
+    )
+    parser.add_argument(
+        "--jit-compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compile the training step with XLA (default: on)",
+    )
     main(**vars(parser.parse_args()))

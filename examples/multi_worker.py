@@ -108,7 +108,9 @@ def make_train_step(strategy, model, optimizer, global_batch_size):
             with tf.GradientTape() as tape:
                 pred = model(z0, training=True)
                 per_example = tf.reduce_mean(tf.square(pred - z1), axis=-1)
-                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
+                loss = tf.nn.compute_average_loss(
+                    per_example, global_batch_size=global_batch_size
+                )
             grads = tape.gradient(loss, model.trainable_variables)
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
             return loss
@@ -167,7 +169,9 @@ def main(
     keras.utils.set_random_seed(seed)  # the same initial weights on every worker
     z0, z1 = make_data(steps * global_batch_size, seed)
     with strategy.scope():
-        model = make_model(hidden_units=tuple(hidden_units), adjoint=adjoint, rtol=rtol, atol=atol)
+        model = make_model(
+            hidden_units=tuple(hidden_units), adjoint=adjoint, rtol=rtol, atol=atol
+        )
         optimizer = keras.optimizers.SGD(learning_rate)
         optimizer.build(model.trainable_variables)
     train_step = make_train_step(strategy, model, optimizer, global_batch_size)
@@ -176,7 +180,9 @@ def main(
     ode = model.get_layer("ode")
     for step in range(steps):
         batch = slice(step * global_batch_size, (step + 1) * global_batch_size)
-        loss = train_step(*distribute_batch(strategy, z0[batch], z1[batch], global_batch_size))
+        loss = train_step(
+            *distribute_batch(strategy, z0[batch], z1[batch], global_batch_size)
+        )
         print(
             f"worker {index} step {step}: loss {float(loss):.6f}, "
             f"nfe {int(ode.nfe.result())}"
@@ -194,12 +200,16 @@ def main(
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Neural ODE training on several workers.")
+    parser = argparse.ArgumentParser(
+        description="Neural ODE training on several workers."
+    )
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--global-batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=0.1)
     parser.add_argument("--hidden-units", type=int, nargs="+", default=[16])
-    parser.add_argument("--adjoint", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--adjoint", action=argparse.BooleanOptionalAction, default=True
+    )
     parser.add_argument("--rtol", type=float, default=1e-5)
     parser.add_argument("--atol", type=float, default=1e-6)
     parser.add_argument("--seed", type=int, default=0)

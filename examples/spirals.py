@@ -66,8 +66,9 @@ spiral and keep 30, 50 or 100 random points of it, so every sequence has its own
 def make_data(kind, num_spirals, num_test, seed):
     make = {
         "paper": spirals.paper_spirals,
-        "torchdiffeq": lambda n, seed: spirals.paper_spirals(n, clockwise_curve="hyperbolic",
-                                                              seed=seed),
+        "torchdiffeq": lambda n, seed: spirals.paper_spirals(
+            n, clockwise_curve="hyperbolic", seed=seed
+        ),
         "notebook": spirals.linear_spirals,
     }[kind]
     return make(num_spirals, seed=seed), make(num_test, seed=seed + 1)
@@ -90,10 +91,23 @@ def make_models(kind, noise_std, seed, adjoint):
         sizes = dict(latent_dim=6, encoder_units=64, decoder_units=(64,))
         ode_units, rnn_units = (64, 64), 64
     return {
-        "latent_ode": ODEVAE(2, hidden_units=ode_units, noise_std=noise_std, adjoint=adjoint,
-                             seed=seed, name="latent_ode", **sizes),
-        "rnn": RNNVAE(2, hidden_units=rnn_units, noise_std=noise_std, seed=seed, name="rnn",
-                      **sizes),
+        "latent_ode": ODEVAE(
+            2,
+            hidden_units=ode_units,
+            noise_std=noise_std,
+            adjoint=adjoint,
+            seed=seed,
+            name="latent_ode",
+            **sizes,
+        ),
+        "rnn": RNNVAE(
+            2,
+            hidden_units=rnn_units,
+            noise_std=noise_std,
+            seed=seed,
+            name="rnn",
+            **sizes,
+        ),
     }
 
 
@@ -152,9 +166,12 @@ def plot_grid(models, test, path, seed):
     t_end = float(test.t[-1])
     # One dense grid per spiral, from its first observation to the end.
     dense = np.linspace(split.t_seed[:count, 0], t_end, 300, axis=1).astype(np.float32)
-    ode = models["latent_ode"].reconstruct(split.x_seed[:count], split.t_seed[:count], dense)
-    rnn = models["rnn"].extrapolate(split.x_seed[:count], split.t_seed[:count],
-                                    split.t_future[:count])
+    ode = models["latent_ode"].reconstruct(
+        split.x_seed[:count], split.t_seed[:count], dense
+    )
+    rnn = models["rnn"].extrapolate(
+        split.x_seed[:count], split.t_seed[:count], split.t_future[:count]
+    )
     boundary = float(test.t[99])
     fig, axes = plt.subplots(3, 3, figsize=(12, 11))
     for i, ax in enumerate(axes.flat):
@@ -162,18 +179,43 @@ def plot_grid(models, test, path, seed):
             ax.axis("off")
             continue
         ax.plot(*test.x_true[i].T, color="0.6", lw=1, label="true trajectory")
-        ax.scatter(*split.x_seed[i].T, c=split.t_seed[i], cmap="plasma", s=14, zorder=3,
-                   label="observations")
+        ax.scatter(
+            *split.x_seed[i].T,
+            c=split.t_seed[i],
+            cmap="plasma",
+            s=14,
+            zorder=3,
+            label="observations",
+        )
         seen = dense[i] <= boundary
-        ax.plot(*np.asarray(ode[i][seen]).T, color="tab:blue", lw=1.8,
-                label="latent ODE reconstruction")
-        ax.plot(*np.asarray(ode[i][~seen]).T, color="tab:blue", lw=1.8, ls="--",
-                label="latent ODE extrapolation")
-        ax.plot(*np.asarray(rnn[i]).T, color="tab:red", lw=1.2, ls=":", label="RNN extrapolation")
-        ax.set_title("clockwise" if test.clockwise[i] else "counter-clockwise", fontsize=10)
+        ax.plot(
+            *np.asarray(ode[i][seen]).T,
+            color="tab:blue",
+            lw=1.8,
+            label="latent ODE reconstruction",
+        )
+        ax.plot(
+            *np.asarray(ode[i][~seen]).T,
+            color="tab:blue",
+            lw=1.8,
+            ls="--",
+            label="latent ODE extrapolation",
+        )
+        ax.plot(
+            *np.asarray(rnn[i]).T,
+            color="tab:red",
+            lw=1.2,
+            ls=":",
+            label="RNN extrapolation",
+        )
+        ax.set_title(
+            "clockwise" if test.clockwise[i] else "counter-clockwise", fontsize=10
+        )
         ax.set_aspect("equal", adjustable="datalim")
     axes.flat[0].legend(fontsize=7, loc="best")
-    fig.suptitle("Test spirals: 30 of the first 100 points observed, the next 100 predicted")
+    fig.suptitle(
+        "Test spirals: 30 of the first 100 points observed, the next 100 predicted"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -251,29 +293,53 @@ def main(
     os.makedirs(out_dir, exist_ok=True)
     train, test = make_data(data, num_spirals, num_test, seed)
     noise_std = spirals.NOTEBOOK_NOISE_STD if data == "notebook" else 0.3
-    dataset = spirals.spiral_dataset(train, batch_size=min(batch_size, num_spirals),
-                                     num_observations=tuple(num_observations), seed=seed)
+    dataset = spirals.spiral_dataset(
+        train,
+        batch_size=min(batch_size, num_spirals),
+        num_observations=tuple(num_observations),
+        seed=seed,
+    )
     keras.utils.set_random_seed(seed)
     models = make_models(data, noise_std, seed, adjoint)
     steps_per_epoch = min(steps, 100)
     rmse, seconds = {}, {}
     for key, model in models.items():
-        print(f"\nTraining the {NAMES[key]} ({model.count_params()} weights, {steps} steps)")
-        schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps, alpha=0.05)
+        print(
+            f"\nTraining the {NAMES[key]} ({model.count_params()} weights, {steps} steps)"
+        )
+        schedule = keras.optimizers.schedules.CosineDecay(
+            learning_rate, steps, alpha=0.05
+        )
         model.compile(optimizer=keras.optimizers.Adam(schedule))
         start = time.perf_counter()
-        model.fit(dataset, epochs=-(-steps // steps_per_epoch), steps_per_epoch=steps_per_epoch,
-                  shuffle=False, verbose=verbose)  # the dataset draws its own random batches
+        model.fit(
+            dataset,
+            epochs=-(-steps // steps_per_epoch),
+            steps_per_epoch=steps_per_epoch,
+            shuffle=False,
+            verbose=verbose,
+        )  # the dataset draws its own random batches
         seconds[key] = time.perf_counter() - start
         rmse[key] = extrapolation_rmse(model, test, seed)
 
     table = format_table(rmse, data, num_test)
     print("\n" + table)
-    print("Training time: " + ", ".join(f"{NAMES[k]} {v:.0f} s" for k, v in seconds.items()))
+    print(
+        "Training time: "
+        + ", ".join(f"{NAMES[k]} {v:.0f} s" for k, v in seconds.items())
+    )
     plot_grid(models, test, os.path.join(out_dir, "extrapolation_grid.png"), seed)
-    plot_interpolation(models["latent_ode"], test, os.path.join(out_dir, "interpolation.png"))
-    results = {"rmse": rmse, "paper": PAPER_RMSE, "train_seconds": seconds, "data": data,
-               "steps": steps, "batch_size": batch_size}
+    plot_interpolation(
+        models["latent_ode"], test, os.path.join(out_dir, "interpolation.png")
+    )
+    results = {
+        "rmse": rmse,
+        "paper": PAPER_RMSE,
+        "train_seconds": seconds,
+        "data": data,
+        "steps": steps,
+        "batch_size": batch_size,
+    }
     with open(os.path.join(out_dir, "rmse.txt"), "w") as f:
         f.write(table + "\n")
     with open(os.path.join(out_dir, "results.json"), "w") as f:
@@ -284,12 +350,16 @@ def main(
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    parser.add_argument("--data", choices=("paper", "torchdiffeq", "notebook"), default="paper")
+    parser.add_argument(
+        "--data", choices=("paper", "torchdiffeq", "notebook"), default="paper"
+    )
     parser.add_argument("--num-spirals", type=int, default=1000)
     parser.add_argument("--num-test", type=int, default=100)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--num-observations", type=int, nargs="+", default=OBSERVATION_COUNTS)
+    parser.add_argument(
+        "--num-observations", type=int, nargs="+", default=OBSERVATION_COUNTS
+    )
     parser.add_argument("--learning-rate", type=float, default=0.01)
     parser.add_argument("--adjoint", action="store_true")
     parser.add_argument("--full", action="store_true")

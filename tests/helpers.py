@@ -26,7 +26,9 @@ def in_mode(fn, mode, *, input_signature=None):
         return fn
     key = (fn, mode, input_signature)
     if key not in _COMPILED:
-        _COMPILED[key] = tf.function(fn, jit_compile=mode == "xla", input_signature=input_signature)
+        _COMPILED[key] = tf.function(
+            fn, jit_compile=mode == "xla", input_signature=input_signature
+        )
     return _COMPILED[key]
 
 
@@ -43,7 +45,10 @@ def assert_allclose(actual, desired, *, rtol=0.0, atol=0.0, err_msg=""):
     failing tolerance shows how far off the result is.
     """
     if not tf.nest.is_nested(actual):
-        actual, desired = [actual], [np.asarray(desired)]  # `desired` may be a list of numbers
+        actual, desired = (
+            [actual],
+            [np.asarray(desired)],
+        )  # `desired` may be a list of numbers
     tf.nest.assert_same_structure(actual, desired)
     leaves = list(zip(tf.nest.flatten(actual), tf.nest.flatten(desired)))
     for i, (a, d) in enumerate(leaves):
@@ -51,7 +56,9 @@ def assert_allclose(actual, desired, *, rtol=0.0, atol=0.0, err_msg=""):
         d = np.asarray(d, np.float64)
         where = f" (leaf {i} of {len(leaves)})" if len(leaves) > 1 else ""
         if a.shape != d.shape:
-            raise AssertionError(f"shape mismatch{where}: {a.shape} vs {d.shape}. {err_msg}")
+            raise AssertionError(
+                f"shape mismatch{where}: {a.shape} vs {d.shape}. {err_msg}"
+            )
         if not np.all(np.isfinite(a)):
             raise AssertionError(f"non-finite values in actual{where}: {a}. {err_msg}")
         abs_err = np.abs(a - d)
@@ -85,7 +92,9 @@ def stats_tuple(stats):
 
 def fitted_slope(x, y):
     """Least-squares slope of `log(y)` against `log(x)`."""
-    slope, _ = np.polyfit(np.log(np.asarray(x, np.float64)), np.log(np.asarray(y, np.float64)), 1)
+    slope, _ = np.polyfit(
+        np.log(np.asarray(x, np.float64)), np.log(np.asarray(y, np.float64)), 1
+    )
     return float(slope)
 
 

@@ -41,7 +41,9 @@ def linear_func(a=LINEAR_A):
 def linear_exact(y0, t0, t, a=LINEAR_A):
     """`y(t) = expm(A (t - t0)) y0` for `y0` `[..., D]` and times `t` `[T]`: `[T, ..., D]`."""
     y0 = np.asarray(y0, np.float64)
-    return np.stack([y0 @ linalg.expm(a * (ti - t0)).T for ti in np.asarray(t, np.float64)])
+    return np.stack(
+        [y0 @ linalg.expm(a * (ti - t0)).T for ti in np.asarray(t, np.float64)]
+    )
 
 
 def cos_growth(t, y):

@@ -99,7 +99,9 @@ GRAD_NAMES = ("dL/dy0", "dL/dt", "dL/dW1", "dL/db1", "dL/dW2", "dL/db2")
 
 def time_column(t, y):
     """`t` (scalar, or `[B]` for per-sample grids) as a `[B, 1]` column for `y` `[B, D]`."""
-    return tf.broadcast_to(tf.reshape(tf.cast(t, y.dtype), [-1, 1]), [tf.shape(y)[0], 1])
+    return tf.broadcast_to(
+        tf.reshape(tf.cast(t, y.dtype), [-1, 1]), [tf.shape(y)[0], 1]
+    )
 
 
 def mlp(t, y, w1, b1, w2, b2):
@@ -140,7 +142,12 @@ class ModuleMLP(tf.Module):
 def _keras_mlp():
     layer = KerasMLP()
     layer(tf.zeros([], tf.float64), tf.zeros([BATCH, STATE], tf.float64))
-    variables = [layer.hidden.kernel, layer.hidden.bias, layer.out.kernel, layer.out.bias]
+    variables = [
+        layer.hidden.kernel,
+        layer.hidden.bias,
+        layer.out.kernel,
+        layer.out.bias,
+    ]
     for v, w in zip(variables, WEIGHTS):
         v.assign(w)
     return layer, variables
@@ -156,10 +163,18 @@ def dynamics(kind):
         return lambda _: (layer, None, variables)
     if kind == "keras_params":  # a plain callable over a Keras layer's weights
         layer, variables = _keras_mlp()
-        return lambda _: (lambda t, y: layer(t, y), list(layer.trainable_variables), variables)
+        return lambda _: (
+            lambda t, y: layer(t, y),
+            list(layer.trainable_variables),
+            variables,
+        )
     if kind == "module":  # default params: the module's trainable variables
         module = ModuleMLP(WEIGHTS)
-        return lambda _: (module, None, [module.z_w1, module.a_b1, module.y_w2, module.b_b2])
+        return lambda _: (
+            module,
+            None,
+            [module.z_w1, module.a_b1, module.y_w2, module.b_b2],
+        )
     if kind == "variables":
         variables = [tf.Variable(w) for w in WEIGHTS]
         return lambda _: (lambda t, y: mlp(t, y, *variables), variables, variables)
@@ -184,11 +199,19 @@ def mlp_gradient_fn(kind, mode, solver):
             tape.watch([y0, t, *weights])
             func, params, sources = bind(weights)
             if solver == "backprop":
-                ys = tfnode.odeint(func, y0, t, **BACKPROP_TIGHT, max_num_steps=MAX_STEPS)
+                ys = tfnode.odeint(
+                    func, y0, t, **BACKPROP_TIGHT, max_num_steps=MAX_STEPS
+                )
             else:
                 ys = tfnode.odeint_adjoint(
-                    func, y0, t, params=params, **TIGHT, max_num_steps=MAX_STEPS,
-                    adjoint_norm=solver.removeprefix("adjoint_"), backward_stats=bstats,
+                    func,
+                    y0,
+                    t,
+                    params=params,
+                    **TIGHT,
+                    max_num_steps=MAX_STEPS,
+                    adjoint_norm=solver.removeprefix("adjoint_"),
+                    backward_stats=bstats,
                 )
             loss = tf.reduce_sum(LOSS_WEIGHTS * ys)
         nfe_before = bstats.nfe.read_value()
@@ -202,7 +225,9 @@ def mlp_gradients(kind, mode, solver="adjoint_seminorm"):
     """Gradients (cached: computed once per configuration), the backward NFE
     read before the gradient was taken, and the backward statistics."""
     fn, bstats = mlp_gradient_fn(kind, mode, solver)
-    grads, nfe_before = fn(tf.constant(Y0), tf.constant(TIMES), [tf.constant(w) for w in WEIGHTS])
+    grads, nfe_before = fn(
+        tf.constant(Y0), tf.constant(TIMES), [tf.constant(w) for w in WEIGHTS]
+    )
     stats = tfnode.SolverStats(*(int(x) for x in bstats.result()))
     return numpy_list(grads), int(nfe_before), stats
 
@@ -216,8 +241,15 @@ def _numpy_mlp_loss(y0, times, weights):
         z = np.concatenate([y, np.full((BATCH, 1), t)], 1)
         return (np.tanh(z @ w1 + b1) @ w2 + b2).ravel()
 
-    sol = scipy.integrate.solve_ivp(rhs, (times[0], times[-1]), y0.ravel(), method="DOP853",
-                                    t_eval=times, rtol=1e-13, atol=1e-13)
+    sol = scipy.integrate.solve_ivp(
+        rhs,
+        (times[0], times[-1]),
+        y0.ravel(),
+        method="DOP853",
+        t_eval=times,
+        rtol=1e-13,
+        atol=1e-13,
+    )
     assert sol.success, sol.message
     ys = sol.y.T.reshape(len(times), BATCH, STATE)
     ys[0] = y0  # exactly y0, as odeint returns
@@ -259,20 +291,27 @@ def test_finite_differences_see_every_input():
 # from a `tf.Module` eagerly and a plain callable in a graph (and under XLA in
 # `test_linear_ode_closed_form`); plain tensors in eager and graph mode.
 _DEFAULT_CASES = {
-    ("keras", "eager"), ("keras", "graph"), ("keras", "xla"),
+    ("keras", "eager"),
+    ("keras", "graph"),
+    ("keras", "xla"),
     ("module", "eager"),
     ("variables", "graph"),
-    ("tensors", "eager"), ("tensors", "graph"),
+    ("tensors", "eager"),
+    ("tensors", "graph"),
 }
 GRADIENT_CASES = [
-    pytest.param(kind, mode, marks=() if (kind, mode) in _DEFAULT_CASES else pytest.mark.slow)
+    pytest.param(
+        kind, mode, marks=() if (kind, mode) in _DEFAULT_CASES else pytest.mark.slow
+    )
     for kind in ("keras", "module", "variables", "tensors")
     for mode in ("eager", "graph", "xla")
 ] + [pytest.param("keras_params", "graph")]  # keras.Variables passed in `params=`
 # Backprop under XLA compiles a second large function per case, and the XLA
 # adjoint is already checked against finite differences.
 BACKPROP_CASES = [
-    case if case.values[1] != "xla" else pytest.param(*case.values, marks=pytest.mark.slow)
+    case
+    if case.values[1] != "xla"
+    else pytest.param(*case.values, marks=pytest.mark.slow)
     for case in GRADIENT_CASES
 ]
 
@@ -280,8 +319,9 @@ BACKPROP_CASES = [
 @pytest.mark.parametrize("kind, mode", GRADIENT_CASES)
 def test_adjoint_vs_finite_differences(kind, mode):
     grads, _, _ = mlp_gradients(kind, mode)
-    assert_grads_close(grads, finite_difference_gradients(), GRAD_NAMES,
-                       rtol=FD_RTOL, atol=FD_ATOL)
+    assert_grads_close(
+        grads, finite_difference_gradients(), GRAD_NAMES, rtol=FD_RTOL, atol=FD_ATOL
+    )
 
 
 @pytest.mark.parametrize("kind, mode", BACKPROP_CASES)
@@ -289,7 +329,9 @@ def test_adjoint_vs_backprop(kind, mode):
     # Backprop does not depend on how the parameters are passed: one per mode.
     grads, _, _ = mlp_gradients(kind, mode)
     backprop, _, _ = mlp_gradients("variables", mode, "backprop")
-    assert_grads_close(grads, backprop, GRAD_NAMES, rtol=BACKPROP_RTOL, atol=BACKPROP_ATOL)
+    assert_grads_close(
+        grads, backprop, GRAD_NAMES, rtol=BACKPROP_RTOL, atol=BACKPROP_ATOL
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -332,8 +374,13 @@ def linear_gradient_fn(mode):
     def gradients(y0, t):
         with tf.GradientTape() as tape:
             tape.watch([y0, t])
-            ys = tfnode.odeint_adjoint(lambda t, y: tf.matmul(y, a, transpose_b=True), y0, t,
-                                       params=[a], **TIGHT)
+            ys = tfnode.odeint_adjoint(
+                lambda t, y: tf.matmul(y, a, transpose_b=True),
+                y0,
+                t,
+                params=[a],
+                **TIGHT,
+            )
             loss = tf.reduce_sum(LIN_W * ys)
         return tape.gradient(loss, [y0, t, a])
 
@@ -343,8 +390,13 @@ def linear_gradient_fn(mode):
 @pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
 def test_linear_ode_closed_form(mode):
     grads = linear_gradient_fn(mode)(tf.constant(LIN_Y0), tf.constant(LIN_T))
-    assert_grads_close(numpy_list(grads), linear_gradients_exact(), ("dL/dy0", "dL/dt", "dL/dA"),
-                       rtol=LINEAR_RTOL, atol=LINEAR_ATOL)
+    assert_grads_close(
+        numpy_list(grads),
+        linear_gradients_exact(),
+        ("dL/dy0", "dL/dt", "dL/dA"),
+        rtol=LINEAR_RTOL,
+        atol=LINEAR_ATOL,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -389,9 +441,13 @@ def grid_gradients(mode, solver, t, loss_weights=LOSS_WEIGHTS, **options):
 def test_time_grids_adjoint_equals_backprop(grid, mode):
     t = GRIDS[grid]
     adjoint = grid_gradients(mode, "adjoint", t, **TIGHT, max_num_steps=MAX_STEPS)
-    backprop = grid_gradients(mode, "backprop", t, **BACKPROP_TIGHT, max_num_steps=MAX_STEPS)
+    backprop = grid_gradients(
+        mode, "backprop", t, **BACKPROP_TIGHT, max_num_steps=MAX_STEPS
+    )
     assert adjoint[1].shape == t.shape
-    assert_grads_close(adjoint, backprop, GRAD_NAMES, rtol=BACKPROP_RTOL, atol=BACKPROP_ATOL)
+    assert_grads_close(
+        adjoint, backprop, GRAD_NAMES, rtol=BACKPROP_RTOL, atol=BACKPROP_ATOL
+    )
 
 
 @pytest.mark.slow
@@ -407,22 +463,28 @@ def test_per_sample_grid_equals_separate_solves():
     def one_sample(y0, t, loss_weights):
         with tf.GradientTape() as tape:
             tape.watch([y0, t])
-            ys = tfnode.odeint_adjoint(lambda t, y: mlp(t, y, *variables), y0, t,
-                                       params=variables, **options)
+            ys = tfnode.odeint_adjoint(
+                lambda t, y: mlp(t, y, *variables), y0, t, params=variables, **options
+            )
             loss = tf.reduce_sum(loss_weights * ys)
         return tape.gradient(loss, [y0, t, *variables])
 
     param_sum = [np.zeros_like(w) for w in WEIGHTS]
     for b in range(BATCH):
-        g_y0, g_t, *g_params = numpy_list(one_sample(
-            tf.constant(Y0[b:b + 1]), tf.constant(t[:, b]), tf.constant(LOSS_WEIGHTS[:, b:b + 1])
-        ))
+        g_y0, g_t, *g_params = numpy_list(
+            one_sample(
+                tf.constant(Y0[b : b + 1]),
+                tf.constant(t[:, b]),
+                tf.constant(LOSS_WEIGHTS[:, b : b + 1]),
+            )
+        )
         tols = dict(rtol=BACKPROP_RTOL, atol=BACKPROP_ATOL)
         assert_allclose(joint[0][b], g_y0[0], err_msg=f"dL/dy0[{b}]", **tols)
         assert_allclose(joint[1][:, b], g_t, err_msg=f"dL/dt[:, {b}]", **tols)
         param_sum = [s + g for s, g in zip(param_sum, g_params)]
-    assert_grads_close(joint[2:], param_sum, GRAD_NAMES[2:], rtol=BACKPROP_RTOL,
-                       atol=BACKPROP_ATOL)
+    assert_grads_close(
+        joint[2:], param_sum, GRAD_NAMES[2:], rtol=BACKPROP_RTOL, atol=BACKPROP_ATOL
+    )
 
 
 # Fixed-step rk4, forward and backward, with steps of at most RK4_STEP: the
@@ -437,10 +499,17 @@ RK4_ATOL = 1e-7
 RK4 = dict(method="rk4", step_size=RK4_STEP, max_num_steps=MAX_STEPS)
 
 
-@pytest.mark.parametrize("mode", [pytest.param("eager", marks=pytest.mark.slow), "graph",
-                                  pytest.param("xla", marks=pytest.mark.slow)])
-@pytest.mark.parametrize("grid", ["forward", pytest.param("per_sample_reversed",
-                                                          marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        pytest.param("eager", marks=pytest.mark.slow),
+        "graph",
+        pytest.param("xla", marks=pytest.mark.slow),
+    ],
+)
+@pytest.mark.parametrize(
+    "grid", ["forward", pytest.param("per_sample_reversed", marks=pytest.mark.slow)]
+)
 def test_fixed_step_rk4_adjoint_equals_backprop(grid, mode):
     t = TIMES if grid == "forward" else GRIDS[grid]
     adjoint = grid_gradients(mode, "adjoint", t, **RK4)
@@ -452,8 +521,9 @@ def test_fixed_step_rk4_close_to_exact_gradient():
     """Both are within the O(h^4) bound of the exact (finite-difference)
     gradient, so the comparison above is not between two wrong answers."""
     adjoint = grid_gradients("graph", "adjoint", TIMES, **RK4)
-    assert_grads_close(adjoint, finite_difference_gradients(), GRAD_NAMES, rtol=RK4_RTOL,
-                       atol=RK4_ATOL)
+    assert_grads_close(
+        adjoint, finite_difference_gradients(), GRAD_NAMES, rtol=RK4_RTOL, atol=RK4_ATOL
+    )
 
 
 def _nested_func(w):
@@ -478,21 +548,30 @@ def nested_gradient_fn(mode, solver):
             else:
                 ys = tfnode.odeint(_nested_func(w), y0, t, **BACKPROP_TIGHT)
             assert isinstance(ys, tuple) and len(ys) == 2
-            loss = tf.reduce_sum(loss_weights[0] * ys[0]) + tf.reduce_sum(loss_weights[1] * ys[1])
+            loss = tf.reduce_sum(loss_weights[0] * ys[0]) + tf.reduce_sum(
+                loss_weights[1] * ys[1]
+            )
         return tape.gradient(loss, [y0[0], y0[1], t, w])
 
     return in_mode(gradients, mode)
 
 
-@pytest.mark.parametrize("mode", [pytest.param("eager", marks=pytest.mark.slow), "graph"])
+@pytest.mark.parametrize(
+    "mode", [pytest.param("eager", marks=pytest.mark.slow), "graph"]
+)
 def test_nested_state_adjoint_equals_backprop(mode):
     rng = np.random.default_rng(3)
     y0 = tuple(tf.constant(rng.standard_normal((BATCH, STATE))) for _ in range(2))
     t = tf.constant(TIMES)
     adjoint = numpy_list(nested_gradient_fn(mode, "adjoint")(y0, t))
     backprop = numpy_list(nested_gradient_fn(mode, "backprop")(y0, t))
-    assert_grads_close(adjoint, backprop, ("dL/dposition0", "dL/dvelocity0", "dL/dt", "dL/dw"),
-                       rtol=BACKPROP_RTOL, atol=BACKPROP_ATOL)
+    assert_grads_close(
+        adjoint,
+        backprop,
+        ("dL/dposition0", "dL/dvelocity0", "dL/dt", "dL/dw"),
+        rtol=BACKPROP_RTOL,
+        atol=BACKPROP_ATOL,
+    )
 
 
 def test_loss_on_some_outputs():
@@ -500,13 +579,22 @@ def test_loss_on_some_outputs():
     (the backward pass starts from zero adjoints there), the rest match."""
     loss_weights = np.zeros_like(LOSS_WEIGHTS)
     loss_weights[1] = LOSS_WEIGHTS[1]
-    adjoint = grid_gradients("graph", "adjoint", TIMES, loss_weights, **TIGHT,
-                             max_num_steps=MAX_STEPS)
-    backprop = grid_gradients("graph", "backprop", TIMES, loss_weights, **BACKPROP_TIGHT,
-                              max_num_steps=MAX_STEPS)
+    adjoint = grid_gradients(
+        "graph", "adjoint", TIMES, loss_weights, **TIGHT, max_num_steps=MAX_STEPS
+    )
+    backprop = grid_gradients(
+        "graph",
+        "backprop",
+        TIMES,
+        loss_weights,
+        **BACKPROP_TIGHT,
+        max_num_steps=MAX_STEPS,
+    )
     assert np.all(adjoint[1][2:] == 0), adjoint[1]
     assert np.all(adjoint[1][:2] != 0), adjoint[1]
-    assert_grads_close(adjoint, backprop, GRAD_NAMES, rtol=BACKPROP_RTOL, atol=BACKPROP_ATOL)
+    assert_grads_close(
+        adjoint, backprop, GRAD_NAMES, rtol=BACKPROP_RTOL, atol=BACKPROP_ATOL
+    )
 
 
 # float32 at rtol = atol = 1e-6 vs the exact (finite-difference) gradient:
@@ -523,15 +611,26 @@ def test_float32_gradients():
     def gradients(y0, t):
         with tf.GradientTape() as tape:
             tape.watch([y0, t])
-            ys = tfnode.odeint_adjoint(lambda t, y: mlp(t, y, *variables), y0, t,
-                                       params=variables, rtol=1e-6, atol=1e-6)
+            ys = tfnode.odeint_adjoint(
+                lambda t, y: mlp(t, y, *variables),
+                y0,
+                t,
+                params=variables,
+                rtol=1e-6,
+                atol=1e-6,
+            )
             loss = tf.reduce_sum(tf.constant(LOSS_WEIGHTS, tf.float32) * ys)
         return tape.gradient(loss, [y0, t, *variables])
 
     grads = gradients(tf.constant(Y0, tf.float32), tf.constant(TIMES, tf.float32))
     assert [g.dtype for g in grads] == [tf.float32] * len(grads)
-    assert_grads_close(numpy_list(grads), finite_difference_gradients(), GRAD_NAMES,
-                       rtol=FLOAT32_RTOL, atol=FLOAT32_ATOL)
+    assert_grads_close(
+        numpy_list(grads),
+        finite_difference_gradients(),
+        GRAD_NAMES,
+        rtol=FLOAT32_RTOL,
+        atol=FLOAT32_ATOL,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -543,16 +642,25 @@ def _unlisted_variable_gradient():
     hidden = tf.Variable(0.3, dtype=tf.float64, name="hidden_rate")
     y0 = tf.constant([1.0, 2.0], tf.float64)
     with tf.GradientTape() as tape:
-        ys = tfnode.odeint_adjoint(lambda t, y: listed * y + hidden, y0, [0.0, 1.0],
-                                   params=[listed], rtol=1e-4, atol=1e-4)
+        ys = tfnode.odeint_adjoint(
+            lambda t, y: listed * y + hidden,
+            y0,
+            [0.0, 1.0],
+            params=[listed],
+            rtol=1e-4,
+            atol=1e-4,
+        )
         loss = tf.reduce_sum(ys)
     return tape.gradient(loss, listed)
 
 
 @pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
 def test_unlisted_variable_raises(mode):
-    with pytest.raises(ValueError, match=r"reads trainable variables that are not in `params`"
-                                         r".*hidden_rate.*Pass them in `params=\[\.\.\.\]`"):
+    with pytest.raises(
+        ValueError,
+        match=r"reads trainable variables that are not in `params`"
+        r".*hidden_rate.*Pass them in `params=\[\.\.\.\]`",
+    ):
         in_mode(_unlisted_variable_gradient, mode)()
 
 
@@ -560,8 +668,13 @@ def test_unlisted_variable_with_default_params_raises():
     """A plain callable has no default parameters: every variable it reads is unlisted."""
     w = tf.Variable(-0.5, dtype=tf.float64, name="rate")
     with tf.GradientTape() as tape:
-        ys = tfnode.odeint_adjoint(lambda t, y: w * y, tf.constant([1.0], tf.float64),
-                                   [0.0, 1.0], rtol=1e-4, atol=1e-4)
+        ys = tfnode.odeint_adjoint(
+            lambda t, y: w * y,
+            tf.constant([1.0], tf.float64),
+            [0.0, 1.0],
+            rtol=1e-4,
+            atol=1e-4,
+        )
     with pytest.raises(ValueError, match=r"not in `params`.*rate"):
         tape.gradient(ys, w)
 
@@ -574,7 +687,9 @@ def test_unlisted_variable_with_default_params_raises():
 def test_backward_stats_written_by_gradient(mode):
     """`BackwardStats` is empty until `tape.gradient` runs the backward pass."""
     _, nfe_before, stats = mlp_gradients("keras", mode)
-    assert nfe_before == 0, "backward statistics were written before the gradient was taken"
+    assert nfe_before == 0, (
+        "backward statistics were written before the gradient was taken"
+    )
     assert stats.status == tfnode.Status.SUCCESS
     assert stats.num_steps > 0
     # dopri5 costs 6 evaluations per attempted step (FSAL), plus one first stage
@@ -591,7 +706,9 @@ def test_seminorm_no_more_steps_than_full():
     full, _, full_stats = mlp_gradients("variables", "graph", "adjoint_full")
     backprop, _, _ = mlp_gradients("variables", "graph", "backprop")
     for grads in (semi, full):
-        assert_grads_close(grads, backprop, GRAD_NAMES, rtol=BACKPROP_RTOL, atol=BACKPROP_ATOL)
+        assert_grads_close(
+            grads, backprop, GRAD_NAMES, rtol=BACKPROP_RTOL, atol=BACKPROP_ATOL
+        )
     assert 0 < semi_stats.nfe <= full_stats.nfe, (semi_stats, full_stats)
 
 
@@ -612,22 +729,38 @@ def test_backward_steps_carry_over_from_the_forward_solve():
         with tf.GradientTape() as tape:
             tape.watch(y0)
             ys, stats = tfnode.odeint_adjoint(
-                lambda t, y: tf.linalg.matvec(a, y), y0, np.linspace(0.0, 1.0, num_times),
-                params=[a], rtol=1e-6, atol=1e-6, backward_stats=bstats, return_stats=True,
+                lambda t, y: tf.linalg.matvec(a, y),
+                y0,
+                np.linspace(0.0, 1.0, num_times),
+                params=[a],
+                rtol=1e-6,
+                atol=1e-6,
+                backward_stats=bstats,
+                return_stats=True,
             )
             loss = tf.reduce_sum(ys**2)
         tape.gradient(loss, [y0, a])
         counts[num_times] = int(stats.nfe), bstats.result()
     forward_nfe, backward = counts[11]
-    assert (int(backward.num_steps), int(backward.num_rejected), int(backward.nfe)) == (10, 0, 71)
+    assert (int(backward.num_steps), int(backward.num_rejected), int(backward.nfe)) == (
+        10,
+        0,
+        71,
+    )
     forward_nfe, backward = counts[2]
     assert int(backward.nfe) < forward_nfe, (forward_nfe, backward)
 
 
 def test_unknown_adjoint_norm_raises():
-    with pytest.raises(ValueError, match=r"`adjoint_norm` must be one of .*'semi_norm'"):
-        tfnode.odeint_adjoint(lambda t, y: -y, tf.ones([2], tf.float64), [0.0, 1.0],
-                              adjoint_norm="semi_norm")
+    with pytest.raises(
+        ValueError, match=r"`adjoint_norm` must be one of .*'semi_norm'"
+    ):
+        tfnode.odeint_adjoint(
+            lambda t, y: -y,
+            tf.ones([2], tf.float64),
+            [0.0, 1.0],
+            adjoint_norm="semi_norm",
+        )
 
 
 @functools.cache
@@ -638,10 +771,16 @@ def _failing_backward_gradient(mode):
 
     def gradient():
         with tf.GradientTape() as tape:
-            ys = tfnode.odeint_adjoint(lambda t, y: w * tf.sin(3 * t) * y,
-                                       tf.constant([1.0], tf.float64), [0.0, 3.0], params=[w],
-                                       rtol=1e-5, atol=1e-5, adjoint_max_num_steps=3,
-                                       backward_stats=bstats)
+            ys = tfnode.odeint_adjoint(
+                lambda t, y: w * tf.sin(3 * t) * y,
+                tf.constant([1.0], tf.float64),
+                [0.0, 3.0],
+                params=[w],
+                rtol=1e-5,
+                atol=1e-5,
+                adjoint_max_num_steps=3,
+                backward_stats=bstats,
+            )
         return tape.gradient(ys, w), bstats.status.read_value()
 
     return in_mode(gradient, mode)
@@ -650,8 +789,9 @@ def _failing_backward_gradient(mode):
 @pytest.mark.parametrize("mode", ["eager", "graph"])
 def test_failed_backward_solve_raises(mode):
     """Outside XLA a failed solve raises (STYLE.md section 5), the backward one too."""
-    with pytest.raises(tf.errors.InvalidArgumentError,
-                       match=r"backward.*reached `max_num_steps=3`"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"backward.*reached `max_num_steps=3`"
+    ):
         _failing_backward_gradient(mode)()
 
 
@@ -684,11 +824,14 @@ def test_forward_solve_records_nothing_on_eager_tape():
     t = tf.constant([0.0, 4.0, 10.0], tf.float64)
     with tf.GradientTape() as tape:
         tape.watch(y0)
-        ys, stats = tfnode.odeint_adjoint(func, y0, t, params=[w], rtol=1e-5, atol=1e-5,
-                                          return_stats=True)
+        ys, stats = tfnode.odeint_adjoint(
+            func, y0, t, params=[w], rtol=1e-5, atol=1e-5, return_stats=True
+        )
         loss = tf.reduce_sum(ys[-1])
     assert len(recording) == int(stats.nfe) > 20
-    assert not any(recording), f"{sum(recording)} of {len(recording)} evaluations recorded"
+    assert not any(recording), (
+        f"{sum(recording)} of {len(recording)} evaluations recorded"
+    )
 
     recording.clear()
     with tf.GradientTape() as tape_backprop:

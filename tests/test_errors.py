@@ -35,7 +35,9 @@ def call(y0=None, t=(0.0, 1.0), func=decay, **kwargs):
 @pytest.mark.parametrize("method", ["foo", "Dopri5", "rk45", None, 5])
 def test_unknown_method_lists_valid_ones(method):
     """An unknown `method` is echoed and every valid name is listed."""
-    with pytest.raises(ValueError, match=re.escape(f"Unknown `method`: {method!r}")) as info:
+    with pytest.raises(
+        ValueError, match=re.escape(f"Unknown `method`: {method!r}")
+    ) as info:
         call(method=method)
     for name in SOLVERS:
         assert repr(name) in str(info.value)
@@ -50,7 +52,9 @@ def test_method_accepts_a_tableau():
 @pytest.mark.parametrize("method", FIXED)
 def test_fixed_step_method_needs_step_size(method):
     """A fixed-step method without `step_size` says how to set one."""
-    with pytest.raises(ValueError, match=rf"Fixed-step method '{method}' needs `step_size`"):
+    with pytest.raises(
+        ValueError, match=rf"Fixed-step method '{method}' needs `step_size`"
+    ):
         call(method=method)
 
 
@@ -69,7 +73,8 @@ def test_step_size_is_rejected_by_adaptive_methods(method):
 def test_first_step_is_rejected_by_fixed_step_methods(method):
     """`first_step` on a fixed-step method is an error, not silently ignored."""
     with pytest.raises(
-        ValueError, match=r"`first_step` is only used by adaptive methods.*first_step=0\.1"
+        ValueError,
+        match=r"`first_step` is only used by adaptive methods.*first_step=0\.1",
     ):
         call(method=method, step_size=0.1, first_step=0.1)
 
@@ -86,7 +91,9 @@ def test_tolerances_and_steps_must_be_positive_numbers(name, value):
     method = "rk4" if name == "step_size" else "dopri5"
     with pytest.raises(
         ValueError,
-        match=re.escape(f"`{name}` must be a positive finite number. Received: {name}={value!r}"),
+        match=re.escape(
+            f"`{name}` must be a positive finite number. Received: {name}={value!r}"
+        ),
     ):
         call(method=method, **{name: value})
 
@@ -120,7 +127,9 @@ def test_numpy_scalars_are_numbers():
     """Options computed with numpy (np.float32 tolerances, np.int64 step counts) are
     accepted like Python numbers, and solve the same."""
     expected = call(rtol=1e-6, atol=1e-8, max_num_steps=100)
-    got = call(rtol=np.float32(1e-6), atol=np.float64(1e-8), max_num_steps=np.int64(100))
+    got = call(
+        rtol=np.float32(1e-6), atol=np.float64(1e-8), max_num_steps=np.int64(100)
+    )
     np.testing.assert_array_equal(got, expected)
     call(method="rk4", step_size=np.float32(0.25))
     with pytest.raises(ValueError, match=r"`rtol` must be a positive finite number"):
@@ -130,11 +139,20 @@ def test_numpy_scalars_are_numbers():
 @pytest.mark.parametrize(
     "options, message",
     [
-        (dict(adjoint_rtol=-1.0), "`adjoint_rtol` must be a positive finite number. "
-                                  "Received: adjoint_rtol=-1.0"),
-        (dict(adjoint_max_num_steps=0), "`adjoint_max_num_steps` must be a positive integer. "
-                                        "Received: adjoint_max_num_steps=0"),
-        (dict(adjoint_method="rk4"), "Fixed-step method 'rk4' needs `adjoint_step_size`"),
+        (
+            dict(adjoint_rtol=-1.0),
+            "`adjoint_rtol` must be a positive finite number. "
+            "Received: adjoint_rtol=-1.0",
+        ),
+        (
+            dict(adjoint_max_num_steps=0),
+            "`adjoint_max_num_steps` must be a positive integer. "
+            "Received: adjoint_max_num_steps=0",
+        ),
+        (
+            dict(adjoint_method="rk4"),
+            "Fixed-step method 'rk4' needs `adjoint_step_size`",
+        ),
     ],
     ids=["rtol", "max_num_steps", "step_size"],
 )
@@ -158,7 +176,9 @@ def test_misspelt_option_raises():
 @pytest.mark.parametrize("y0", [(), {}, []], ids=["tuple", "dict", "list"])
 def test_empty_state(y0):
     """A `y0` without any tensor in it is rejected."""
-    with pytest.raises(ValueError, match=r"`y0` must hold at least one tensor\. Received: y0="):
+    with pytest.raises(
+        ValueError, match=r"`y0` must hold at least one tensor\. Received: y0="
+    ):
         call(y0=y0)
 
 
@@ -205,7 +225,15 @@ def test_state_dtypes_must_agree():
         ([[0.0, 1.0], [1.0, 0.0]], "[[0. 1.]\n [1. 0.]]"),
         ([[0.0, 0.0], [1.0, 0.0]], "[[0. 0.]\n [1. 0.]]"),
     ],
-    ids=["repeated", "non_monotonic", "constant", "nan", "inf", "mixed_directions", "flat_column"],
+    ids=[
+        "repeated",
+        "non_monotonic",
+        "constant",
+        "nan",
+        "inf",
+        "mixed_directions",
+        "flat_column",
+    ],
 )
 def test_times_must_be_strictly_monotonic(t, received):
     """Repeated, non-monotonic or non-finite times (in any column of a per-sample grid, which
@@ -220,7 +248,9 @@ def test_times_must_be_strictly_monotonic(t, received):
         call(t=t)
 
 
-@pytest.mark.parametrize("t, received", [([0.0], "[0.]"), ([], "[]")], ids=["one", "none"])
+@pytest.mark.parametrize(
+    "t, received", [([0.0], "[0.]"), ([], "[]")], ids=["one", "none"]
+)
 def test_times_need_two_points(t, received):
     """`t` with fewer than 2 times is rejected."""
     with pytest.raises(
@@ -234,7 +264,9 @@ def test_times_need_two_points(t, received):
 
 
 @pytest.mark.parametrize(
-    "t, shape", [(0.0, "()"), (np.zeros([2, 2, 2]), "(2, 2, 2)")], ids=["rank0", "rank3"]
+    "t, shape",
+    [(0.0, "()"), (np.zeros([2, 2, 2]), "(2, 2, 2)")],
+    ids=["rank0", "rank3"],
 )
 def test_times_must_be_rank_1_or_2(t, shape):
     """`t` must be `[T]` or `[T, B]`; scalars and rank-3 grids are rejected."""
@@ -301,7 +333,11 @@ def test_func_must_be_callable():
 @pytest.mark.parametrize(
     "func, y0, message",
     [
-        (lambda t, y: (y, y), tf.ones([2]), "must return dy/dt with the structure of `y`"),
+        (
+            lambda t, y: (y, y),
+            tf.ones([2]),
+            "must return dy/dt with the structure of `y`",
+        ),
         (lambda t, y: {"b": y["a"]}, {"a": tf.ones([2])}, "with the structure of `y`"),
         (lambda t, y: y[0], (tf.ones([2]),), "with the structure of `y`"),
         (
@@ -358,7 +394,9 @@ def _underflow_singularity():
 def _tolerance_below_eps():
     # float32 cannot resolve a relative error of 1e-14 (eps ~ 1.2e-7): the embedded error
     # estimate only meets it at steps ~1e-7 of the span, ~1e7 of them to reach `t[-1]`.
-    return call(y0=tf.ones([1]), rtol=1e-14, atol=1e-14, max_num_steps=50, return_stats=True)
+    return call(
+        y0=tf.ones([1]), rtol=1e-14, atol=1e-14, max_num_steps=50, return_stats=True
+    )
 
 
 def _nan_in_state():

@@ -28,18 +28,29 @@ def test_learn_dynamics_reduced(learn_dynamics, tmp_path, capsys):
     # Fewer, larger steps than the default run: the linear fit still converges
     # (its error is ~0.01 by step 100 at this rate), the MLP only has to learn.
     results = learn_dynamics.main(
-        data_size=400, niters=200, batch_time=10, batch_size=16, learning_rate=0.05,
-        hidden_units=(16,), seed=0, out_dir=str(tmp_path),
+        data_size=400,
+        niters=200,
+        batch_time=10,
+        batch_size=16,
+        learning_rate=0.05,
+        hidden_units=(16,),
+        seed=0,
+        out_dir=str(tmp_path),
     )
     output = capsys.readouterr().out
 
     assert results["linear_matrix_error"] < MATRIX_TOLERANCE, output
-    assert results["nonlinear_final_loss"] < 0.8 * results["nonlinear_initial_loss"], output
+    assert results["nonlinear_final_loss"] < 0.8 * results["nonlinear_initial_loss"], (
+        output
+    )
     for name in ("linear.png", "nonlinear.png"):
         path = tmp_path / name
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
     assert "true A:" in output and "learned A:" in output
-    assert results["total_seconds"] >= results["linear_seconds"] + results["nonlinear_seconds"]
+    assert (
+        results["total_seconds"]
+        >= results["linear_seconds"] + results["nonlinear_seconds"]
+    )
 
 
 def test_import_runs_nothing(tmp_path, monkeypatch, capsys):

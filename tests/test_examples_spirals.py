@@ -21,8 +21,15 @@ def test_main_writes_figures_and_table(tmp_path, capsys):
     example = _load_example()
     assert list(tmp_path.iterdir()) == []
     # One training observation count: one trace of each training step.
-    results = example.main(num_spirals=20, num_test=9, steps=3, batch_size=10,
-                           num_observations=(30,), out_dir=str(tmp_path), verbose=0)
+    results = example.main(
+        num_spirals=20,
+        num_test=9,
+        steps=3,
+        batch_size=10,
+        num_observations=(30,),
+        out_dir=str(tmp_path),
+        verbose=0,
+    )
 
     for name in ("extrapolation_grid.png", "interpolation.png"):
         png = (tmp_path / name).read_bytes()

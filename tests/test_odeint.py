@@ -44,11 +44,15 @@ def _nested(t, state):
 
 
 def _solve_shared(y0, t, method):
-    return tfnode.odeint(_rotation, y0, t, method=method, return_stats=True, **options(method))
+    return tfnode.odeint(
+        _rotation, y0, t, method=method, return_stats=True, **options(method)
+    )
 
 
 def _solve_per_sample_nested(y0, t, method):
-    return tfnode.odeint(_nested, y0, t, method=method, return_stats=True, **options(method))
+    return tfnode.odeint(
+        _nested, y0, t, method=method, return_stats=True, **options(method)
+    )
 
 
 SHARED_Y0 = np.array([[1.0, 0.0], [0.3, -0.7]])  # [B, 2]
@@ -169,7 +173,13 @@ def test_unknown_shapes_in_function(mode):
         tf.constant([0.0, 1.0, 2.0], tf.float64),
         tf.Variable([0.0, 1.0, 2.0], dtype=tf.float32),
     ],
-    ids=["int_list", "numpy_float64", "int32_tensor", "float64_tensor", "float32_variable"],
+    ids=[
+        "int_list",
+        "numpy_float64",
+        "int32_tensor",
+        "float64_tensor",
+        "float32_variable",
+    ],
 )
 def test_state_dtype_decides(t, dtype):
     """Outputs have `y0`'s dtype and `func` receives `t` in it, whatever type `t` came in."""
@@ -194,7 +204,9 @@ ROUNDOFF_UNITS = 10
 
 
 @pytest.mark.parametrize("method", ["rk4", "dopri5"])
-@pytest.mark.parametrize("dtype", [tf.float16, tf.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize(
+    "dtype", [tf.float16, tf.bfloat16], ids=["float16", "bfloat16"]
+)
 def test_half_precision_states(dtype, method):
     """16-bit states solve at tolerances they can honour and keep their dtype."""
     if SOLVERS[method].adaptive:
@@ -219,7 +231,12 @@ def test_half_precision_states(dtype, method):
 
 @pytest.mark.parametrize(
     "y0",
-    [tf.constant(2.0), tf.ones([2, 3, 4]), np.ones([3], np.float32), [tf.ones([1]), tf.ones([2])]],
+    [
+        tf.constant(2.0),
+        tf.ones([2, 3, 4]),
+        np.ones([3], np.float32),
+        [tf.ones([1]), tf.ones([2])],
+    ],
     ids=["scalar", "rank3", "numpy", "list"],
 )
 def test_output_shapes(y0):
@@ -238,12 +255,16 @@ def test_output_shapes(y0):
 
 def test_return_stats_types():
     """`return_stats=True` returns a `tfnode.SolverStats` of scalar int32 tensors."""
-    ys, stats = tfnode.odeint(lambda t, y: -y, tf.ones([1]), [0.0, 1.0], return_stats=True)
+    ys, stats = tfnode.odeint(
+        lambda t, y: -y, tf.ones([1]), [0.0, 1.0], return_stats=True
+    )
     assert isinstance(stats, tfnode.SolverStats)
     assert stats._fields[:4] == ("nfe", "num_steps", "num_rejected", "status")
     for value in stats:
         assert value.dtype == tf.int32 and value.shape == ()
-    assert not isinstance(tfnode.odeint(lambda t, y: -y, tf.ones([1]), [0.0, 1.0]), tuple)
+    assert not isinstance(
+        tfnode.odeint(lambda t, y: -y, tf.ones([1]), [0.0, 1.0]), tuple
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -293,7 +314,10 @@ def test_gradients_match_finite_differences(method, mode):
     loss = in_mode(_grad_loss, "graph")
     finite_differences = np.array(
         [
-            (loss(*split(x + FD_STEP * e), method) - loss(*split(x - FD_STEP * e), method))
+            (
+                loss(*split(x + FD_STEP * e), method)
+                - loss(*split(x - FD_STEP * e), method)
+            )
             / (2 * FD_STEP)
             for e in np.eye(len(x))
         ]

@@ -19,14 +19,19 @@ def _positive(name, value, allow_none=False):
     if value is None and allow_none:
         return
     if not is_real_number(value) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive finite number. Received: {name}={value!r}")
+        raise ValueError(
+            f"`{name}` must be a positive finite number. Received: {name}={value!r}"
+        )
 
 
-def check_options(tableau, *, rtol, atol, step_size, first_step, max_num_steps, prefix=""):
+def check_options(
+    tableau, *, rtol, atol, step_size, first_step, max_num_steps, prefix=""
+):
     """Checks the solver options against the method `tableau`. Messages name each
     option with `prefix` (`"adjoint_"` for the backward pass's options)."""
     rtol_, atol_, step_, first_, max_ = (
-        prefix + name for name in ("rtol", "atol", "step_size", "first_step", "max_num_steps")
+        prefix + name
+        for name in ("rtol", "atol", "step_size", "first_step", "max_num_steps")
     )
     if tableau.adaptive:
         if step_size is not None:
@@ -52,8 +57,11 @@ def check_options(tableau, *, rtol, atol, step_size, first_step, max_num_steps, 
                 f"`{first_}` is only used by adaptive methods, not {tableau.name!r}. "
                 f"Received: {first_}={first_step!r}"
             )
-    if (isinstance(max_num_steps, (bool, np.bool_))
-            or not isinstance(max_num_steps, numbers.Integral) or max_num_steps < 1):
+    if (
+        isinstance(max_num_steps, (bool, np.bool_))
+        or not isinstance(max_num_steps, numbers.Integral)
+        or max_num_steps < 1
+    ):
         raise ValueError(
             f"`{max_}` must be a positive integer. Received: {max_}={max_num_steps!r}"
         )
@@ -88,7 +96,9 @@ def check_times(t, dtype, y0):
     """
     if isinstance(t, (tf.Tensor, tf.Variable)):
         if not (t.dtype.is_floating or t.dtype.is_integer):
-            raise ValueError(f"`t` must be real numbers. Received: t with dtype {t.dtype.name}")
+            raise ValueError(
+                f"`t` must be real numbers. Received: t with dtype {t.dtype.name}"
+            )
         t = tf.cast(t, dtype)
     else:
         t = tf.convert_to_tensor(np.asarray(t, dtype=dtype.as_numpy_dtype))
@@ -106,7 +116,9 @@ def check_times(t, dtype, y0):
         batch = t.shape[1]
         for leaf in y0:
             if leaf.shape.rank == 0 or (
-                batch is not None and leaf.shape[0] is not None and leaf.shape[0] != batch
+                batch is not None
+                and leaf.shape[0] is not None
+                and leaf.shape[0] != batch
             ):
                 raise ValueError(
                     f"A per-sample `t` of shape {t.shape} ([T, B]) needs every tensor in `y0` "
@@ -140,7 +152,9 @@ def flat_func(func, structure):
     """Wraps `func(t, y)` on the user's structure as a function on flat lists,
     checking once (at trace time) that it returns what the state needs."""
     if not callable(func):
-        raise ValueError(f"`func` must be callable as `func(t, y)`. Received: func={func!r}")
+        raise ValueError(
+            f"`func` must be callable as `func(t, y)`. Received: func={func!r}"
+        )
 
     def wrapped(t, y):
         dy = func(t, tf.nest.pack_sequence_as(structure, y))

@@ -41,19 +41,29 @@ class BackwardStats(tf.Module):
         super().__init__(name=name)
         with self.name_scope:
             for field in SolverStats._fields:
-                setattr(self, field, tf.Variable(
-                    0, trainable=False, name=field,
-                    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-                ))
+                setattr(
+                    self,
+                    field,
+                    tf.Variable(
+                        0,
+                        trainable=False,
+                        name=field,
+                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+                    ),
+                )
 
     def record(self, stats: SolverStats):
         """Assigns `stats`; returns the assign ops (for control dependencies)."""
-        return [getattr(self, f).assign(tf.cast(x, tf.int32))
-                for f, x in zip(SolverStats._fields, stats)]
+        return [
+            getattr(self, f).assign(tf.cast(x, tf.int32))
+            for f, x in zip(SolverStats._fields, stats)
+        ]
 
     def result(self) -> SolverStats:
         """The recorded counts as a `SolverStats` of tensors."""
-        return SolverStats(*(tf.convert_to_tensor(getattr(self, f)) for f in SolverStats._fields))
+        return SolverStats(
+            *(tf.convert_to_tensor(getattr(self, f)) for f in SolverStats._fields)
+        )
 
 
 def odeint_adjoint(
@@ -144,13 +154,25 @@ def odeint_adjoint(
         raise ValueError(
             f"`adjoint_norm` must be one of {_NORMS}. Received: adjoint_norm={adjoint_norm!r}"
         )
-    options = dict(rtol=rtol, atol=atol, step_size=step_size, first_step=first_step,
-                   max_num_steps=max_num_steps)
+    options = dict(
+        rtol=rtol,
+        atol=atol,
+        step_size=step_size,
+        first_step=first_step,
+        max_num_steps=max_num_steps,
+    )
     problem = prepare(func, y0, t, method, **options)
     backward_tableau, backward_options = backward_settings(
-        method, rtol=rtol, atol=atol, step_size=step_size, max_num_steps=max_num_steps,
-        adjoint_method=adjoint_method, adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol,
-        adjoint_step_size=adjoint_step_size, adjoint_max_num_steps=adjoint_max_num_steps,
+        method,
+        rtol=rtol,
+        atol=atol,
+        step_size=step_size,
+        max_num_steps=max_num_steps,
+        adjoint_method=adjoint_method,
+        adjoint_rtol=adjoint_rtol,
+        adjoint_atol=adjoint_atol,
+        adjoint_step_size=adjoint_step_size,
+        adjoint_max_num_steps=adjoint_max_num_steps,
     )
 
     if params is None and hasattr(func, "stateless_call") and not func.built:
@@ -173,9 +195,16 @@ def odeint_adjoint(
 
         def grad_fn(*grad_ys, variables=None):
             grads = _backward(
-                dynamics, param_values, ys, [g if g is not None else tf.zeros_like(y)
-                                             for g, y in zip(grad_ys, ys)],
-                y0_in, t_in, backward_tableau, backward_options, adjoint_norm, backward_stats,
+                dynamics,
+                param_values,
+                ys,
+                [g if g is not None else tf.zeros_like(y) for g, y in zip(grad_ys, ys)],
+                y0_in,
+                t_in,
+                backward_tableau,
+                backward_options,
+                adjoint_norm,
+                backward_stats,
                 last_step,
             )
             return grads, dynamics.variable_grads(variables)
@@ -188,8 +217,17 @@ def odeint_adjoint(
 
 
 def backward_settings(
-    method, *, rtol, atol, step_size, max_num_steps, adjoint_method=None, adjoint_rtol=None,
-    adjoint_atol=None, adjoint_step_size=None, adjoint_max_num_steps=None,
+    method,
+    *,
+    rtol,
+    atol,
+    step_size,
+    max_num_steps,
+    adjoint_method=None,
+    adjoint_rtol=None,
+    adjoint_atol=None,
+    adjoint_step_size=None,
+    adjoint_max_num_steps=None,
 ):
     """Returns the backward pass's tableau and solver options, checked.
 
@@ -225,7 +263,9 @@ def backward_settings(
         atol=atol if adjoint_atol is None else adjoint_atol,
         step_size=step_size if adjoint_step_size is None else adjoint_step_size,
         first_step=None,
-        max_num_steps=max_num_steps if adjoint_max_num_steps is None else adjoint_max_num_steps,
+        max_num_steps=max_num_steps
+        if adjoint_max_num_steps is None
+        else adjoint_max_num_steps,
     )
     if tableau.adaptive and adjoint_step_size is None:
         options["step_size"] = None
@@ -234,7 +274,7 @@ def backward_settings(
 
 
 def _split(inputs, num_leaves):
-    return list(inputs[:num_leaves]), inputs[num_leaves], list(inputs[num_leaves + 1:])
+    return list(inputs[:num_leaves]), inputs[num_leaves], list(inputs[num_leaves + 1 :])
 
 
 class _Dynamics:
@@ -260,7 +300,9 @@ class _Dynamics:
     def flat_func(self, param_values):
         """`func` on flat lists; a Keras layer reads `param_values`."""
         if self.is_keras:
-            non_trainable = [tf.convert_to_tensor(v) for v in self.func.non_trainable_variables]
+            non_trainable = [
+                tf.convert_to_tensor(v) for v in self.func.non_trainable_variables
+            ]
 
             def user_func(t, y):
                 return self.func.stateless_call(param_values, non_trainable, t, y)[0]
@@ -282,8 +324,12 @@ class _Dynamics:
         """
         if not variables:
             return []
-        known = {_tf_variable(p).ref() for p in self.params if _tf_variable(p) is not None}
-        missing = [v for v in variables if v.trainable and _tf_variable(v).ref() not in known]
+        known = {
+            _tf_variable(p).ref() for p in self.params if _tf_variable(p) is not None
+        }
+        missing = [
+            v for v in variables if v.trainable and _tf_variable(v).ref() not in known
+        ]
         if missing:
             raise ValueError(
                 "`func` reads trainable variables that are not in `params`, so "
@@ -311,14 +357,18 @@ def _augmented(dynamics, param_values, num_leaves):
 
     def make_g(t_start, span):
         def g(u, state):
-            y, adj_y = state[:num_leaves], state[num_leaves:2 * num_leaves]
+            y, adj_y = state[:num_leaves], state[num_leaves : 2 * num_leaves]
             with tf.GradientTape() as tape:
                 tape.watch(y)
                 tape.watch(targets)
                 dy = func(t_start + u * span, y)
             scaled_adj = [broadcast_to_leaf(span, a) * a for a in adj_y]
-            vjps = tape.gradient(dy, y + list(targets), output_gradients=scaled_adj,
-                                 unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            vjps = tape.gradient(
+                dy,
+                y + list(targets),
+                output_gradients=scaled_adj,
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
             return [broadcast_to_leaf(span, d) * d for d in dy] + [-v for v in vjps]
 
         return g
@@ -327,7 +377,17 @@ def _augmented(dynamics, param_values, num_leaves):
 
 
 def _backward(
-    dynamics, param_values, ys, grad_ys, y0, t, tableau, options, norm_name, recorder, last_step
+    dynamics,
+    param_values,
+    ys,
+    grad_ys,
+    y0,
+    t,
+    tableau,
+    options,
+    norm_name,
+    recorder,
+    last_step,
 ):
     """Solves the adjoint system from `t[-1]` back to `t[0]`; returns the
     gradients for `(*y0, t, *params)`. `last_step` is the step the forward
@@ -345,13 +405,18 @@ def _backward(
     unit_interval = tf.constant([0.0, 1.0], t.dtype)
     norm = rms_norm
     if norm_name == "seminorm":
+
         def norm(leaves):
-            return rms_norm(leaves[:2 * num_leaves])
+            return rms_norm(leaves[: 2 * num_leaves])
 
     def dot(a, b):
         """Sum of `a * b` over each sample (per-sample grids) or overall."""
-        terms = [tf.reduce_sum(tf.reshape(x * y, [tf.shape(x)[0], -1]), 1) if per_sample
-                 else tf.reduce_sum(x * y) for x, y in zip(a, b)]
+        terms = [
+            tf.reduce_sum(tf.reshape(x * y, [tf.shape(x)[0], -1]), 1)
+            if per_sample
+            else tf.reduce_sum(x * y)
+            for x, y in zip(a, b)
+        ]
         return tf.add_n(terms)
 
     num_times = tf.shape(t)[0]
@@ -388,8 +453,16 @@ def _backward(
             k1 = None
             f_i = dot(g_i, func(t[i], y_i))
             interval_options = dict(options, step_size=options["step_size"] / width)
-        out, stats, next_step = run_driver(tableau, None, state, unit_interval, norm=norm,
-                                           rescale=rescale, k1=k1, **interval_options)
+        out, stats, next_step = run_driver(
+            tableau,
+            None,
+            state,
+            unit_interval,
+            norm=norm,
+            rescale=rescale,
+            k1=k1,
+            **interval_options,
+        )
         if tableau.adaptive:
             next_step = next_step * width
         else:
@@ -397,10 +470,18 @@ def _backward(
             next_step = tf.zeros([], t.dtype)
         adj_t = tf.tensor_scatter_nd_update(adj_t, [[i]], f_i[None])
         end = [x[-1] for x in out]
-        return end[num_leaves:2 * num_leaves], end[2 * num_leaves:], adj_t, stats, next_step
+        return (
+            end[num_leaves : 2 * num_leaves],
+            end[2 * num_leaves :],
+            adj_t,
+            stats,
+            next_step,
+        )
 
     def body(i, adj_y, adj_params, adj_t, step, nfe, num_steps, num_rejected, status):
-        adj_y, adj_params, adj_t, stats, step = interval(i, adj_y, adj_params, adj_t, step)
+        adj_y, adj_params, adj_t, stats, step = interval(
+            i, adj_y, adj_params, adj_t, step
+        )
         return (
             i - 1,
             adj_y,
@@ -415,19 +496,24 @@ def _backward(
 
     adj_y0 = [tf.zeros_like(y) for y in y0]
     first = body(num_times - 1, adj_y0, adj_params, adj_t, last_step, 1, 0, 0, 0)
-    _, adj_y, adj_params, adj_t, _, nfe, num_steps, num_rejected, status = tf.while_loop(
-        lambda i, *_: i > 0,
-        body,
-        first,
-        maximum_iterations=num_times - 2 if t.shape[0] is None else t.shape[0] - 2,
+    _, adj_y, adj_params, adj_t, _, nfe, num_steps, num_rejected, status = (
+        tf.while_loop(
+            lambda i, *_: i > 0,
+            body,
+            first,
+            maximum_iterations=num_times - 2 if t.shape[0] is None else t.shape[0] - 2,
+        )
     )
     # dL/dt_0 = -a(t_0) . f(t_0, y_0), before the direct gradient at t_0 is added.
     adj_t = tf.tensor_scatter_nd_update(adj_t, [[0]], -dot(adj_y, func(t[0], y0))[None])
     adj_y = [a + g[0] for a, g in zip(adj_y, grad_ys)]
     grads = adj_y + [adj_t] + adj_params
     stats = SolverStats(nfe, num_steps, num_rejected, status)
-    checks = raise_on_failure(status, max_num_steps=options["max_num_steps"],
-                              context="In the backward (adjoint) solve: ")
+    checks = raise_on_failure(
+        status,
+        max_num_steps=options["max_num_steps"],
+        context="In the backward (adjoint) solve: ",
+    )
     if recorder is not None:
         checks += recorder.record(stats)
     if checks:

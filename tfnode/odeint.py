@@ -35,8 +35,19 @@ def prepare(func, y0, t, method, **options) -> Problem:
 
 
 def run_driver(
-    tableau, func, y0, t, *, rtol, atol, step_size, first_step, max_num_steps, norm=rms_norm,
-    rescale=rescaled, k1=None,
+    tableau,
+    func,
+    y0,
+    t,
+    *,
+    rtol,
+    atol,
+    step_size,
+    first_step,
+    max_num_steps,
+    norm=rms_norm,
+    rescale=rescaled,
+    k1=None,
 ):
     """Runs the adaptive or fixed-grid driver for `tableau` on flat `y0`.
 
@@ -47,12 +58,25 @@ def run_driver(
     """
     if tableau.adaptive:
         return adaptive.solve(
-            func, y0, t, tableau, PIController(rtol=rtol, atol=atol),
-            max_num_steps=max_num_steps, first_step=first_step, norm=norm, rescale=rescale,
+            func,
+            y0,
+            t,
+            tableau,
+            PIController(rtol=rtol, atol=atol),
+            max_num_steps=max_num_steps,
+            first_step=first_step,
+            norm=norm,
+            rescale=rescale,
             k1=k1,
         )
     ys, stats = fixed_grid.solve(
-        func, y0, t, tableau, step_size=step_size, max_num_steps=max_num_steps, rescale=rescale
+        func,
+        y0,
+        t,
+        tableau,
+        step_size=step_size,
+        max_num_steps=max_num_steps,
+        rescale=rescale,
     )
     return ys, stats, None
 
@@ -152,8 +176,13 @@ def odeint(
     References:
         Chen et al. (2018), "Neural Ordinary Differential Equations", NeurIPS.
     """
-    options = dict(rtol=rtol, atol=atol, step_size=step_size, first_step=first_step,
-                   max_num_steps=max_num_steps)
+    options = dict(
+        rtol=rtol,
+        atol=atol,
+        step_size=step_size,
+        first_step=first_step,
+        max_num_steps=max_num_steps,
+    )
     problem = prepare(func, y0, t, method, **options)
     ys, stats, _ = solve(problem, problem.func, problem.y0, problem.t, **options)
     ys = finish(problem, ys, stats, max_num_steps=max_num_steps)

@@ -91,4 +91,8 @@ def raise_on_failure(status, *, max_num_steps, context=""):
     messages = tf.constant(
         [context + status_message(s, max_num_steps=max_num_steps) for s in Status]
     )
-    return [tf.debugging.Assert(tf.equal(status, 0), [tf.gather(messages, status)], summarize=1)]
+    return [
+        tf.debugging.Assert(
+            tf.equal(status, 0), [tf.gather(messages, status)], summarize=1
+        )
+    ]

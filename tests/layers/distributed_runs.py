@@ -39,7 +39,10 @@ class Process:
             env["TF_CONFIG"] = json.dumps(tf_config)
         with open(self.log, "w") as log:
             self.popen = subprocess.Popen(
-                [sys.executable, *map(str, args)], stdout=log, stderr=subprocess.STDOUT, env=env
+                [sys.executable, *map(str, args)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
 
     def wait(self):
@@ -83,12 +86,22 @@ def start(out_dir):
         *("--learning-rate", LEARNING_RATE, "--rtol", SOLVE_RTOL, "--atol", 1e-6),
     ]
     processes = {
-        "mirrored": Process("mirrored", [MIRRORED_SCRIPT, out_dir / "mirrored.npz"], out_dir),
-        "single": Process("single", [*example, "--out-dir", out_dir / "single"], out_dir),
+        "mirrored": Process(
+            "mirrored", [MIRRORED_SCRIPT, out_dir / "mirrored.npz"], out_dir
+        ),
+        "single": Process(
+            "single", [*example, "--out-dir", out_dir / "single"], out_dir
+        ),
     }
     for index in range(2):
-        task = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        task = {
+            "cluster": {"worker": workers},
+            "task": {"type": "worker", "index": index},
+        }
         processes[f"worker{index}"] = Process(
-            f"worker{index}", [*example, "--out-dir", out_dir / "workers"], out_dir, task
+            f"worker{index}",
+            [*example, "--out-dir", out_dir / "workers"],
+            out_dir,
+            task,
         )
     return processes

@@ -78,7 +78,9 @@ def run_layer_test(
     inputs = keras.Input(shape=input_shape[1:])
     outputs = layer(inputs, **call_kwargs)
     symbolic = (None, *expected_output_shape[1:])
-    assert tuple(outputs.shape) == symbolic, f"symbolic output {outputs.shape} != {symbolic}"
+    assert tuple(outputs.shape) == symbolic, (
+        f"symbolic output {outputs.shape} != {symbolic}"
+    )
     assert layer.built
     computed = tuple(layer.compute_output_shape((None, *input_shape[1:])))
     if not call_kwargs:
@@ -107,7 +109,9 @@ def run_layer_test(
     config = _json(layer.get_config())
     revived = layer_cls.from_config(config)
     assert _json(revived.get_config()) == config, "get_config does not round-trip"
-    clone = keras.saving.deserialize_keras_object(_json(keras.saving.serialize_keras_object(layer)))
+    clone = keras.saving.deserialize_keras_object(
+        _json(keras.saving.serialize_keras_object(layer))
+    )
     assert type(clone) is layer_cls and _json(clone.get_config()) == config
 
     # .keras round trip: same class, same weights, same outputs.
@@ -130,7 +134,9 @@ def run_layer_test(
     before = [np.array(w) for w in layer.trainable_weights]
     target = np.random.default_rng(seed + 1).normal(size=expected_output_shape)
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
-    history = model.fit(x, target.astype("float32"), batch_size=len(x), epochs=1, verbose=0)
+    history = model.fit(
+        x, target.astype("float32"), batch_size=len(x), epochs=1, verbose=0
+    )
     assert np.isfinite(history.history["loss"][0]), history.history
     for w, b in zip(layer.trainable_weights, before):
         assert not np.array_equal(np.asarray(w), b), f"fit did not update {w.path}"

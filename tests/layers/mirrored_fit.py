@@ -21,7 +21,9 @@ def main(out_path):
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+    )
 
     import keras
     import numpy as np
@@ -56,7 +58,11 @@ def main(out_path):
 
     results = {"num_replicas": np.asarray(strategy.num_replicas_in_sync)}
     for i, (w0, w1, w2) in enumerate(zip(initial, single_weights, mirrored_weights)):
-        results[f"initial/{i}"], results[f"single/{i}"], results[f"mirrored/{i}"] = w0, w1, w2
+        results[f"initial/{i}"], results[f"single/{i}"], results[f"mirrored/{i}"] = (
+            w0,
+            w1,
+            w2,
+        )
     for name, value in mirrored_logs.items():
         results[f"logs/{name}"] = np.asarray(value)
     results["single_loss"] = np.asarray(single_logs["loss"])

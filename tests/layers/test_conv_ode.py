@@ -58,7 +58,9 @@ def test_conv_func_time_channel():
     per_sample = func(tf.constant(t), y)
     for i in range(3):
         assert_allclose(
-            per_sample[i : i + 1], func(tf.constant(t[i]), y[i : i + 1]), atol=F32_ROUNDOFF
+            per_sample[i : i + 1],
+            func(tf.constant(t[i]), y[i : i + 1]),
+            atol=F32_ROUNDOFF,
         )
 
 
@@ -94,7 +96,12 @@ def test_conv_block_harness(tmp_path):
 
 def test_conv_block_defaults_and_config():
     block = tfnode.ConvODEBlock(filters=4)
-    assert (block.method, block.rtol, block.atol, block.adjoint) == ("dopri5", 1e-3, 1e-3, True)
+    assert (block.method, block.rtol, block.atol, block.adjoint) == (
+        "dopri5",
+        1e-3,
+        1e-3,
+        True,
+    )
     y0 = np.random.default_rng(0).normal(size=(2, 4, 4, 3)).astype("float32")
     y1 = block(y0)
     assert y1.shape == y0.shape and np.max(np.abs(y1 - y0)) > 1e-3

@@ -66,12 +66,18 @@ def test_multi_worker_example_matches_single_process(distributed):
     assert "2 replica(s) in sync" in processes["worker0"].log.read_text()
 
     single = np.load(Path(out_dir) / "single" / "weights_worker0.npz")
-    workers = [np.load(Path(out_dir) / "workers" / f"weights_worker{i}.npz") for i in range(2)]
+    workers = [
+        np.load(Path(out_dir) / "workers" / f"weights_worker{i}.npz") for i in range(2)
+    ]
     finals = [key for key in single if key.startswith("final/")]
     assert len(finals) == 4, list(single)
     for key in finals:
         initial = single[key.replace("final/", "initial/")]
-        assert np.max(np.abs(single[key] - initial)) > NOT_VACUOUS * MULTI_WORKER_ATOL, key
+        assert (
+            np.max(np.abs(single[key] - initial)) > NOT_VACUOUS * MULTI_WORKER_ATOL
+        ), key
         # Workers apply the same all-reduced gradients: identical weights.
         np.testing.assert_array_equal(workers[0][key], workers[1][key], err_msg=key)
-        assert_allclose(workers[0][key], single[key], atol=MULTI_WORKER_ATOL, err_msg=key)
+        assert_allclose(
+            workers[0][key], single[key], atol=MULTI_WORKER_ATOL, err_msg=key
+        )

@@ -73,7 +73,13 @@ def test_harness_and_solver_counts_in_fit_logs(adjoint, tmp_path):
     func = mlp()
     _, history = run_layer_test(
         tfnode.NeuralODELayer,
-        dict(func=func, t=(0.0, 0.5, 1.0), adjoint=adjoint, return_sequences=adjoint, name="ode"),
+        dict(
+            func=func,
+            t=(0.0, 0.5, 1.0),
+            adjoint=adjoint,
+            return_sequences=adjoint,
+            name="ode",
+        ),
         (B, D),
         expected_output_shape=(B, 3, D) if adjoint else (B, D),
         # hidden kernel [D + 1, 8] and bias [8], output kernel [8, D] and bias [D]
@@ -95,11 +101,15 @@ def test_harness_and_solver_counts_in_fit_logs(adjoint, tmp_path):
 
 def test_output_is_the_state_at_the_last_time():
     func = mlp()
-    layer = tfnode.NeuralODELayer(func, t=(0.0, 0.5, 1.0), rtol=SOLVE_TOL, atol=SOLVE_TOL)
+    layer = tfnode.NeuralODELayer(
+        func, t=(0.0, 0.5, 1.0), rtol=SOLVE_TOL, atol=SOLVE_TOL
+    )
     y0 = data()
     y1 = layer(y0)
     assert y1.shape == y0.shape
-    expected = odeint_batch_major(func, y0, [0.0, 0.5, 1.0], rtol=SOLVE_TOL, atol=SOLVE_TOL)
+    expected = odeint_batch_major(
+        func, y0, [0.0, 0.5, 1.0], rtol=SOLVE_TOL, atol=SOLVE_TOL
+    )
     assert_allclose(y1, expected[:, -1], atol=F32_ROUNDOFF)
     assert np.max(np.abs(np.asarray(y1) - y0)) > 0.1  # the flow is not the identity
 
@@ -110,7 +120,9 @@ def test_output_is_the_state_at_the_last_time():
 def test_return_sequences_matches_odeint(state_shape, adjoint):
     func = mlp()
     options = dict(rtol=SOLVE_TOL, atol=SOLVE_TOL)
-    layer = tfnode.NeuralODELayer(func, return_sequences=True, adjoint=adjoint, **options)
+    layer = tfnode.NeuralODELayer(
+        func, return_sequences=True, adjoint=adjoint, **options
+    )
     y0 = data(state_shape)
 
     # One grid [T] for the batch.
@@ -144,7 +156,9 @@ def test_reversed_time_and_functional_time_input():
 
     # Times as a second model input, [B, T], in a functional model.
     inputs, times = keras.Input((D,)), keras.Input((3,))
-    seq = tfnode.NeuralODELayer(func, return_sequences=True, rtol=SOLVE_TOL, atol=SOLVE_TOL)
+    seq = tfnode.NeuralODELayer(
+        func, return_sequences=True, rtol=SOLVE_TOL, atol=SOLVE_TOL
+    )
     model = keras.Model([inputs, times], seq(inputs, t=times))
     assert model.output_shape == (None, 3, D)
     t = np.tile([0.0, 0.5, 1.0], (B, 1)).astype("float32")
@@ -206,7 +220,9 @@ def test_adjoint_gradients_match_direct_backprop_float64():
     func = mlp(dtype="float64")
     y0 = tf.constant(data(dtype="float64"))
     t = tf.constant([0.0, 0.5, 1.0], tf.float64)
-    weights = tf.constant([1.0, 2.0, 3.0], tf.float64)[None, :, None]  # one weight per time
+    weights = tf.constant([1.0, 2.0, 3.0], tf.float64)[
+        None, :, None
+    ]  # one weight per time
     grads = {}
     for adjoint in (True, False):
         layer = tfnode.NeuralODELayer(
@@ -243,9 +259,15 @@ def test_fixed_step_backward_pass_and_its_config():
     func = mlp(dtype="float64")
     y0 = tf.constant(data(dtype="float64"))
     layers = {
-        adjoint: tfnode.NeuralODELayer(func, adjoint=adjoint, rtol=GRAD_TOL, atol=GRAD_TOL,
-                                       dtype="float64", adjoint_method="rk4",
-                                       adjoint_step_size=0.01)
+        adjoint: tfnode.NeuralODELayer(
+            func,
+            adjoint=adjoint,
+            rtol=GRAD_TOL,
+            atol=GRAD_TOL,
+            dtype="float64",
+            adjoint_method="rk4",
+            adjoint_step_size=0.01,
+        )
         for adjoint in (True, False)
     }
     grads = {}
@@ -443,7 +465,10 @@ def test_func_dtype_must_match_the_layer():
     "kwargs, match",
     [
         (dict(t=(0.0,)), "`t` needs at least 2 times"),
-        (dict(t=(0.0, 1.0, 1.0)), "`t` must be strictly increasing or strictly decreasing"),
+        (
+            dict(t=(0.0, 1.0, 1.0)),
+            "`t` must be strictly increasing or strictly decreasing",
+        ),
         (dict(t=((0.0, 1.0), (0.0, 2.0))), "`t` must be a flat sequence of times"),
         (dict(method="rk45"), "Unknown `method`: 'rk45'. Valid methods are \\['bosh3'"),
         (dict(method="rk4"), "Fixed-step method 'rk4' needs `step_size`"),
@@ -452,12 +477,20 @@ def test_func_dtype_must_match_the_layer():
         (dict(max_num_steps=0), "`max_num_steps` must be a positive integer"),
         (dict(adjoint_method="nope"), "Unknown `method`: 'nope'"),
         (dict(adjoint_norm="l2"), "`adjoint_norm` must be 'seminorm' or 'full'"),
-        (dict(adjoint_method="rk4"), "Fixed-step method 'rk4' needs `adjoint_step_size`"),
-        (dict(adjoint_step_size=0.1), "`adjoint_step_size` is only used by fixed-step methods"),
+        (
+            dict(adjoint_method="rk4"),
+            "Fixed-step method 'rk4' needs `adjoint_step_size`",
+        ),
+        (
+            dict(adjoint_step_size=0.1),
+            "`adjoint_step_size` is only used by fixed-step methods",
+        ),
         (dict(adjoint_rtol=-1.0), "`adjoint_rtol` must be a positive finite number"),
         (dict(adjoint=False, adjoint_method="nope"), "Unknown `method`: 'nope'"),
-        (dict(adjoint=False, adjoint_method="rk4", adjoint_step_size=-1.0),
-         "`adjoint_step_size` must be a positive finite number"),
+        (
+            dict(adjoint=False, adjoint_method="rk4", adjoint_step_size=-1.0),
+            "`adjoint_step_size` must be a positive finite number",
+        ),
     ],
 )
 def test_invalid_options_raise_in_init(kwargs, match):
@@ -478,7 +511,10 @@ def test_invalid_options_raise_in_init(kwargs, match):
             "strictly increasing or strictly "
             "decreasing grid in each row",
         ),
-        (np.array([[0.0, 1.0, 0.5]] * B), "`t` of shape \\[B, T\\] must hold a strictly"),
+        (
+            np.array([[0.0, 1.0, 0.5]] * B),
+            "`t` of shape \\[B, T\\] must hold a strictly",
+        ),
         (
             np.array([[0.0, 1.0]] * (B + 1)),
             "`t` of shape \\[B, T\\] needs one row of times "
@@ -505,13 +541,17 @@ class Fast(tfnode.ODEFunc):
     """Fast, oscillating dynamics: an adaptive solve needs many steps."""
 
     def build(self, t_shape, y_shape):
-        self.rate = self.add_weight(shape=(), initializer=keras.initializers.Constant(50.0))
+        self.rate = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(50.0)
+        )
 
     def call(self, t, y):
         return self.rate * tf.sin(30.0 * y)
 
 
-_MAX_STEPS_MESSAGE = "The ODE solver reached `max_num_steps=2` before `t\\[-1\\]`. Increase"
+_MAX_STEPS_MESSAGE = (
+    "The ODE solver reached `max_num_steps=2` before `t\\[-1\\]`. Increase"
+)
 
 
 @pytest.mark.parametrize("run_eagerly", [False, True], ids=["graph", "eager"])
@@ -520,7 +560,9 @@ def test_failed_forward_solve_in_fit_names_layer_and_status(run_eagerly):
     ode = tfnode.NeuralODELayer(Fast(), max_num_steps=2, adjoint=False, name="fast_ode")
     model = keras.Model(inputs, ode(inputs))
     model.compile(optimizer="sgd", loss="mse", run_eagerly=run_eagerly)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=_MAX_STEPS_MESSAGE) as info:
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=_MAX_STEPS_MESSAGE
+    ) as info:
         model.fit(data(), data(), verbose=0)
     # Eagerly the message starts with the layer; in a graph the failing node
     # is named by the layer's scope.
@@ -546,12 +588,16 @@ def test_failed_backward_solve_in_fit_raises():
     )
     model = keras.Model(inputs, ode(inputs))
     model.compile(optimizer="sgd", loss="mse", run_eagerly=True)
-    message = "In the backward \\(adjoint\\) solve: The ODE solver reached `max_num_steps=8`"
+    message = (
+        "In the backward \\(adjoint\\) solve: The ODE solver reached `max_num_steps=8`"
+    )
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         model.fit(data(), data(), verbose=0)
 
 
 def test_method_must_be_a_name():
     """A tableau object would not survive `get_config`, so the layer asks for a name."""
-    with pytest.raises(ValueError, match=r"`method` must be a method name.*Received: method="):
+    with pytest.raises(
+        ValueError, match=r"`method` must be a method name.*Received: method="
+    ):
         tfnode.NeuralODELayer(tfnode.MLPODEFunc(), method=tfnode.solvers.get("dopri5"))

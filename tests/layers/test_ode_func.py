@@ -42,7 +42,9 @@ def numpy_mlp(func, t, y):
 def test_mlp_func_values_shapes_and_parameter_count(time_dependent):
     keras.utils.set_random_seed(0)
     func = tfnode.MLPODEFunc(
-        hidden_units=HIDDEN, time_dependent=time_dependent, output_initializer="glorot_uniform"
+        hidden_units=HIDDEN,
+        time_dependent=time_dependent,
+        output_initializer="glorot_uniform",
     )
     y = np.random.default_rng(0).normal(size=(B, D)).astype("float32")
     dy = func(tf.constant(0.7), y)
@@ -68,7 +70,9 @@ def test_mlp_func_values_shapes_and_parameter_count(time_dependent):
     assert_allclose(per_sample, numpy_mlp(func, t, y), atol=F32_ROUNDOFF)
     for i in range(B):
         assert_allclose(
-            per_sample[i : i + 1], func(tf.constant(t[i]), y[i : i + 1]), atol=F32_ROUNDOFF
+            per_sample[i : i + 1],
+            func(tf.constant(t[i]), y[i : i + 1]),
+            atol=F32_ROUNDOFF,
         )
 
 
@@ -103,9 +107,13 @@ def test_mlp_func_config_round_trip():
     )
 
 
-@pytest.mark.parametrize("hidden_units", [64, 2.5, "64", (0,), (8, -1), (2.5,), (True,)])
+@pytest.mark.parametrize(
+    "hidden_units", [64, 2.5, "64", (0,), (8, -1), (2.5,), (True,)]
+)
 def test_mlp_func_rejects_bad_hidden_units(hidden_units):
-    with pytest.raises(ValueError, match="`hidden_units` must be a sequence of positive integers"):
+    with pytest.raises(
+        ValueError, match="`hidden_units` must be a sequence of positive integers"
+    ):
         tfnode.MLPODEFunc(hidden_units=hidden_units)
 
 
@@ -116,7 +124,9 @@ def test_mlp_func_needs_a_known_last_axis():
 
 
 def test_ode_func_base():
-    with pytest.raises(NotImplementedError, match="must implement `call\\(self, t, y\\)`"):
+    with pytest.raises(
+        NotImplementedError, match="must implement `call\\(self, t, y\\)`"
+    ):
         tfnode.ODEFunc()(tf.constant(0.0), tf.ones([2, 2]))
 
     y = tf.reshape(tf.range(12, dtype=tf.float32), [B, D])
@@ -127,10 +137,16 @@ def test_ode_func_base():
     t = tf.constant([0.0, 1.0, 2.0, 3.0])  # per sample, images [B, H, W, C]
     out = tfnode.ODEFunc.concat_time(t, tf.zeros([B, 2, 3, 5]))
     assert out.shape == (B, 2, 3, 6)
-    np.testing.assert_array_equal(out[..., 5], np.broadcast_to(np.reshape(t, [B, 1, 1]), (B, 2, 3)))
+    np.testing.assert_array_equal(
+        out[..., 5], np.broadcast_to(np.reshape(t, [B, 1, 1]), (B, 2, 3))
+    )
 
-    out = tfnode.ODEFunc.concat_time(tf.constant(2.0, tf.float64), tf.zeros([3], tf.float64))
-    np.testing.assert_array_equal(out, [0.0, 0.0, 0.0, 2.0])  # unbatched, cast to y's dtype
+    out = tfnode.ODEFunc.concat_time(
+        tf.constant(2.0, tf.float64), tf.zeros([3], tf.float64)
+    )
+    np.testing.assert_array_equal(
+        out, [0.0, 0.0, 0.0, 2.0]
+    )  # unbatched, cast to y's dtype
 
 
 @keras.saving.register_keras_serializable(package="test_layers")

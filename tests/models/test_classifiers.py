@@ -22,7 +22,12 @@ from tfnode.models.classifiers import (
 )
 
 # Exact counts of this architecture (group norm, biases as in the paper's code).
-EXPECTED_PARAMS = {"odenet": 208_266, "rknet": 208_266, "resnet": 576_778, "mlp": 238_510}
+EXPECTED_PARAMS = {
+    "odenet": 208_266,
+    "rknet": 208_266,
+    "resnet": 576_778,
+    "mlp": 238_510,
+}
 # "Near the paper's": Table 1 rounds to 0.01M, and the paper's ResNet down-samples
 # with residual blocks (a few more parameters) where ours shares the ODE-Net stem.
 PAPER_RTOL = 0.06
@@ -56,13 +61,20 @@ def test_ode_block_settings(name, adjoint):
     block = build_classifier(name).get_layer(ODE_BLOCK_NAME)
     assert isinstance(block, ConvODEBlock)
     assert block.adjoint is adjoint
-    assert (block.method, block.rtol, block.atol, block.t) == ("dopri5", 1e-3, 1e-3, (0.0, 1.0))
+    assert (block.method, block.rtol, block.atol, block.t) == (
+        "dopri5",
+        1e-3,
+        1e-3,
+        (0.0, 1.0),
+    )
     assert build_odenet(tol=1e-5).get_layer(ODE_BLOCK_NAME).rtol == 1e-5
 
 
 def test_resnet_has_six_residual_blocks():
     names = [layer.name for layer in build_resnet().layers]
-    assert [n for n in names if n.endswith("_add")] == [f"res{i}_add" for i in range(1, 7)]
+    assert [n for n in names if n.endswith("_add")] == [
+        f"res{i}_add" for i in range(1, 7)
+    ]
 
 
 def test_print_parameter_counts():
@@ -83,17 +95,26 @@ def test_one_training_step_on_mock_data(name, mock_batches):
     keras.utils.set_random_seed(0)
     model = build_classifier(name, tol=FAST_TOL)
     # Eager: one step of each model without the ~30 s of tracing an ODE train step.
-    model.compile(optimizer=keras.optimizers.Adam(1e-2),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  run_eagerly=True)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        run_eagerly=True,
+    )
     before = [np.array(w) for w in model.trainable_weights]
     history = model.fit(mock_batches, epochs=1, shuffle=False, verbose=0).history
     assert np.isfinite(history["loss"][0])
-    moved = [not np.array_equal(b, np.array(w)) for b, w in zip(before, model.trainable_weights)]
+    moved = [
+        not np.array_equal(b, np.array(w))
+        for b, w in zip(before, model.trainable_weights)
+    ]
     assert all(moved), [w.path for w, m in zip(model.trainable_weights, moved) if not m]
     nfe_keys = {k for k in history if k.startswith(ODE_BLOCK_NAME)}
-    expected_keys = {"odenet": {"ode_block_nfe", "ode_block_backward_nfe"},
-                     "rknet": {"ode_block_nfe"}}.get(name, set())
+    expected_keys = {
+        "odenet": {"ode_block_nfe", "ode_block_backward_nfe"},
+        "rknet": {"ode_block_nfe"},
+    }.get(name, set())
     assert nfe_keys == expected_keys
     for key in nfe_keys:
-        assert history[key][0] >= 6  # at least one dopri5 step (FSAL: 6 new evaluations)
+        assert (
+            history[key][0] >= 6
+        )  # at least one dopri5 step (FSAL: 6 new evaluations)

@@ -49,8 +49,8 @@ def _gru_backwards(x, kernel, recurrent, bias):
     for x_i in x[:, ::-1].transpose(1, 0, 2):
         xw, hu = x_i @ kernel + bias[0], h @ recurrent + bias[1]
         z = _sigmoid(xw[:, :units] + hu[:, :units])
-        r = _sigmoid(xw[:, units:2 * units] + hu[:, units:2 * units])
-        candidate = np.tanh(xw[:, 2 * units:] + r * hu[:, 2 * units:])
+        r = _sigmoid(xw[:, units : 2 * units] + hu[:, units : 2 * units])
+        candidate = np.tanh(xw[:, 2 * units :] + r * hu[:, 2 * units :])
         h = z * h + (1 - z) * candidate
     return h
 
@@ -72,7 +72,9 @@ def test_negative_elbo_matches_a_hand_computation():
 
     # Encoder: GRU backwards over [x_i, t_i - t_(i-1)], then a dense layer.
     gaps = np.diff(t.astype(np.float64), axis=1, prepend=t[:, :1])
-    h = _gru_backwards(np.concatenate([x, gaps[..., None]], -1), *_weights(model.encoder_rnn))
+    h = _gru_backwards(
+        np.concatenate([x, gaps[..., None]], -1), *_weights(model.encoder_rnn)
+    )
     w, b = _weights(model.encoder_head)
     mean, log_var = np.split(h @ w + b, 2, axis=-1)
     # Decoder: the exact latent path, then the ReLU readout.
@@ -80,16 +82,29 @@ def test_negative_elbo_matches_a_hand_computation():
     (w1, b1), (w2, b2) = _weights(model.readout)[:2], _weights(model.readout)[2:]
     x_pred = np.maximum(z @ w1 + b1, 0) @ w2 + b2
     # -log N(x; x_pred, noise_std^2) summed over times and features; KL(N(mean, var) || N(0, 1)).
-    expected_rec = np.sum(0.5 * ((x - x_pred) / noise_std) ** 2 + np.log(noise_std)
-                          + 0.5 * np.log(2 * np.pi), axis=(1, 2))
+    expected_rec = np.sum(
+        0.5 * ((x - x_pred) / noise_std) ** 2
+        + np.log(noise_std)
+        + 0.5 * np.log(2 * np.pi),
+        axis=(1, 2),
+    )
     expected_kl = np.sum(0.5 * (mean**2 + np.exp(log_var) - log_var - 1), -1)
 
-    assert_allclose(model.reconstruct(x, t), x_pred, rtol=FLOAT32_RTOL, atol=ODE_EXACT_ATOL)
-    assert_allclose(reconstruction, expected_rec, rtol=FLOAT32_RTOL, atol=ODE_EXACT_ATOL * 1e2)
+    assert_allclose(
+        model.reconstruct(x, t), x_pred, rtol=FLOAT32_RTOL, atol=ODE_EXACT_ATOL
+    )
+    assert_allclose(
+        reconstruction, expected_rec, rtol=FLOAT32_RTOL, atol=ODE_EXACT_ATOL * 1e2
+    )
     assert_allclose(kl, expected_kl, rtol=FLOAT32_RTOL, atol=1e-6)
-    assert_allclose(loss, expected_rec + expected_kl, rtol=FLOAT32_RTOL, atol=ODE_EXACT_ATOL * 1e2)
-    assert_allclose(model.compute_loss(x={"x": x, "t": t}, training=False),
-                    np.mean(expected_rec + expected_kl), rtol=FLOAT32_RTOL)
+    assert_allclose(
+        loss, expected_rec + expected_kl, rtol=FLOAT32_RTOL, atol=ODE_EXACT_ATOL * 1e2
+    )
+    assert_allclose(
+        model.compute_loss(x={"x": x, "t": t}, training=False),
+        np.mean(expected_rec + expected_kl),
+        rtol=FLOAT32_RTOL,
+    )
 
 
 def test_training_loss_uses_a_posterior_sample():
@@ -99,8 +114,11 @@ def test_training_loss_uses_a_posterior_sample():
     a, b = (np.asarray(model.negative_elbo(x, t, training=True)[1]) for _ in range(2))
     assert not np.allclose(a, det) and not np.allclose(a, b)
     # The KL term does not depend on the sample.
-    assert_allclose(model.negative_elbo(x, t, training=True)[2], model.negative_elbo(x, t)[2],
-                    rtol=FLOAT32_RTOL)
+    assert_allclose(
+        model.negative_elbo(x, t, training=True)[2],
+        model.negative_elbo(x, t)[2],
+        rtol=FLOAT32_RTOL,
+    )
 
 
 # -- shapes and methods ------------------------------------------------------
@@ -114,11 +132,19 @@ def test_methods_shapes(kind):
     assert z_mean.shape == z_log_var.shape == (3, 3)
     assert model((x, t)).shape == (3, 6, 2)
     assert model({"x": x, "t": t}).shape == (3, 6, 2)
-    assert model.decode(z_mean, np.linspace(0, 1, 9, dtype=np.float32)).shape == (3, 9, 2)
+    assert model.decode(z_mean, np.linspace(0, 1, 9, dtype=np.float32)).shape == (
+        3,
+        9,
+        2,
+    )
     assert model.reconstruct(x, t, t_out=t[:, :4]).shape == (3, 4, 2)
     future = t[:, -1:] + np.arange(1, 6, dtype=np.float32)
     assert model.extrapolate(x, t, future).shape == (3, 5, 2)
-    assert model.sample_prior(4, np.linspace(0, 1, 5, dtype=np.float32)).shape == (4, 5, 2)
+    assert model.sample_prior(4, np.linspace(0, 1, 5, dtype=np.float32)).shape == (
+        4,
+        5,
+        2,
+    )
 
 
 def test_extrapolate_continues_the_reconstruction():
@@ -133,10 +159,15 @@ def test_extrapolate_continues_the_reconstruction():
 # -- gradients, saving, training ----------------------------------------------
 
 
-@pytest.mark.parametrize("kind, adjoint", [("ode", False), ("ode", True), ("rnn", None)])
+@pytest.mark.parametrize(
+    "kind, adjoint", [("ode", False), ("ode", True), ("rnn", None)]
+)
 def test_gradient_reaches_every_weight(kind, adjoint):
-    model = (ODEVAE(2, hidden_units=(6,), adjoint=adjoint, seed=1, **TINY) if kind == "ode"
-             else _models()["rnn"])
+    model = (
+        ODEVAE(2, hidden_units=(6,), adjoint=adjoint, seed=1, **TINY)
+        if kind == "ode"
+        else _models()["rnn"]
+    )
     x, t = _batch()
     with tf.GradientTape() as tape:
         loss = model.compute_loss(x={"x": x, "t": t}, training=True)
@@ -165,8 +196,19 @@ def test_keras_round_trip(kind, tmp_path):
 
 
 def test_config_round_trip():
-    model = ODEVAE(3, 5, (7, 7), encoder_units=9, decoder_units=(4, 4), noise_std=0.2,
-                   method="bosh3", rtol=1e-4, atol=1e-5, adjoint=True, activation="tanh")
+    model = ODEVAE(
+        3,
+        5,
+        (7, 7),
+        encoder_units=9,
+        decoder_units=(4, 4),
+        noise_std=0.2,
+        method="bosh3",
+        rtol=1e-4,
+        atol=1e-5,
+        adjoint=True,
+        activation="tanh",
+    )
     clone = ODEVAE.from_config(model.get_config())
     assert clone.get_config() == model.get_config()
     assert clone.latent_dynamics.method == "bosh3" and clone.latent_dynamics.adjoint
@@ -190,7 +232,9 @@ def test_fit_lowers_the_loss(kind):
     # One observation count: one trace of the training step.
     dataset = spirals.spiral_dataset(data, batch_size=20, num_observations=(30,))
     history = model.fit(dataset, epochs=4, steps_per_epoch=8, verbose=0).history
-    expected = {"loss", "reconstruction", "kl"} | ({"ode_nfe"} if kind == "ode" else set())
+    expected = {"loss", "reconstruction", "kl"} | (
+        {"ode_nfe"} if kind == "ode" else set()
+    )
     assert set(history) == expected
     # Epoch means: the last at most half the first (the untrained loss is ~100x the noise floor).
     assert history["loss"][-1] < 0.5 * history["loss"][0], history["loss"]

@@ -58,7 +58,9 @@ def test_fixed_step_order(method, problem):
         assert int(stats.num_steps) == n
         errors.append(np.max(np.abs(ys.numpy()[-1] - exact(t)[-1])))
     slope = fitted_slope([1 / n for n in NUM_STEPS], errors)
-    assert abs(slope - SOLVERS[method].order) < SLOPE_TOL, f"slope {slope:.3f}, errors {errors}"
+    assert abs(slope - SOLVERS[method].order) < SLOPE_TOL, (
+        f"slope {slope:.3f}, errors {errors}"
+    )
 
 
 @pytest.mark.parametrize("method", ADAPTIVE)
@@ -107,7 +109,14 @@ def test_error_estimate_order(method):
 def _adaptive_solve(y0, t, method, tol):
     func, _ = PROBLEMS["linear"]
     return tfnode.odeint(
-        func, y0, t, method=method, rtol=tol, atol=tol, max_num_steps=20_000, return_stats=True
+        func,
+        y0,
+        t,
+        method=method,
+        rtol=tol,
+        atol=tol,
+        max_num_steps=20_000,
+        return_stats=True,
     )
 
 
@@ -124,7 +133,11 @@ def test_adaptive_error_follows_tolerance(method):
         errors.append(np.max(np.abs(ys.numpy() - exact(t))))
         steps.append(int(stats.num_steps))
     for coarse, fine in zip(errors, errors[1:]):
-        assert fine < coarse / MIN_ERROR_REDUCTION, f"errors {errors} at tolerances {TOLERANCES}"
+        assert fine < coarse / MIN_ERROR_REDUCTION, (
+            f"errors {errors} at tolerances {TOLERANCES}"
+        )
     slope = fitted_slope(steps, errors)
     order = SOLVERS[method].order
-    assert abs(slope + order) < SLOPE_TOL, f"slope {slope:.3f}, errors {errors}, steps {steps}"
+    assert abs(slope + order) < SLOPE_TOL, (
+        f"slope {slope:.3f}, errors {errors}, steps {steps}"
+    )

@@ -37,7 +37,8 @@ TIMES = np.linspace(0.0, 20.0, 21)
 DEFAULT = {"A3", "B5", "D3"}
 
 PROBLEMS = [
-    pytest.param(p, id=p.name, marks=() if p.name in DEFAULT else pytest.mark.slow) for p in DETEST
+    pytest.param(p, id=p.name, marks=() if p.name in DEFAULT else pytest.mark.slow)
+    for p in DETEST
 ]
 
 

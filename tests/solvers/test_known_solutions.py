@@ -120,7 +120,9 @@ def _per_sample_times(direction):
 
 def _cos_growth_checked(t, y):
     if t.shape != (y.shape[0],):
-        raise AssertionError(f"per-sample func got t of shape {t.shape}, y of shape {y.shape}")
+        raise AssertionError(
+            f"per-sample func got t of shape {t.shape}, y of shape {y.shape}"
+        )
     return cos_growth(t, y)
 
 
@@ -176,7 +178,9 @@ def test_nested_state(method):
     tf.nest.assert_same_structure(ys, y0)
     xs, vs = ys[0], ys[1]["v"]
     assert_allclose((xs, vs), oscillator_exact(x0, v0, t), **error)
-    stacked, _ = in_mode(_solve_stacked, "graph")(tf.constant([x0, v0]), tf.constant(t), method)
+    stacked, _ = in_mode(_solve_stacked, "graph")(
+        tf.constant([x0, v0]), tf.constant(t), method
+    )
     assert_allclose((xs, vs), (stacked[:, 0], stacked[:, 1]), rtol=SAME_ARITHMETIC_RTOL)
 
 
@@ -214,6 +218,10 @@ def test_short_steps_early_in_a_long_span_float32(method):
     `t = 0`; they advance time fine there, so the solve succeeds (no false step-size
     underflow) and matches `log((t + 1e-5) / 1e-5)`."""
     t = np.array([0.0, 1e-4, 1e-2, 10.0])
-    ys = in_mode(_solve_sharp_start, "graph")(tf.zeros([1]), tf.constant(t, tf.float32), method)
+    ys = in_mode(_solve_sharp_start, "graph")(
+        tf.zeros([1]), tf.constant(t, tf.float32), method
+    )
     exact = np.log((t + WIDTH) / WIDTH)[:, None]
-    assert_allclose(ys, exact, rtol=GLOBAL_ERROR_FACTOR * 1e-5, atol=ROUNDOFF[tf.float32])
+    assert_allclose(
+        ys, exact, rtol=GLOBAL_ERROR_FACTOR * 1e-5, atol=ROUNDOFF[tf.float32]
+    )

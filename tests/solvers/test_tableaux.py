@@ -85,7 +85,8 @@ def residuals(weights, tableau, max_order, theta=1.0):
     a = matrix(tableau)
     b = np.asarray(weights)
     return {
-        tree: b @ elementary_weights(tree, a) - theta ** tree_order(tree) / density(tree)
+        tree: b @ elementary_weights(tree, a)
+        - theta ** tree_order(tree) / density(tree)
         for order in range(1, max_order + 1)
         for tree in trees(order)
     }
@@ -137,7 +138,9 @@ def test_order_conditions(tableau):
 def test_order_is_sharp(tableau):
     """`b` fails some condition of order `tableau.order + 1`, so `order` is not understated."""
     res = residuals(tableau.b, tableau, tableau.order + 1)
-    worst = max(abs(r) for tree, r in res.items() if tree_order(tree) == tableau.order + 1)
+    worst = max(
+        abs(r) for tree, r in res.items() if tree_order(tree) == tableau.order + 1
+    )
     assert worst > 1e3 * ORDER_ATOL
 
 
@@ -154,7 +157,9 @@ def test_error_estimate_is_not_trivial(tableau):
     """`b_err` is nonzero at order `error_order + 1`: the estimate sees the leading error."""
     b_hat = np.asarray(tableau.b) - np.asarray(tableau.b_err)
     res = residuals(b_hat, tableau, tableau.error_order + 1)
-    worst = max(abs(r) for tree, r in res.items() if tree_order(tree) == tableau.error_order + 1)
+    worst = max(
+        abs(r) for tree, r in res.items() if tree_order(tree) == tableau.error_order + 1
+    )
     assert worst > 1e3 * ORDER_ATOL
 
 
@@ -200,18 +205,39 @@ def test_mid_step_weights(tableau):
         (dict(b=(1.0,)), r"b needs 2 entries, received 1"),
         (dict(b=(0.5, 0.25)), r"sum\(b\) = 0\.75 must be 1"),
         (dict(b_err=(0.0,)), r"b_err needs 2 entries, received 1"),
-        (dict(b_err=(0.1, 0.1)), r"sum\(b_err\) = 0\.2 must be 0 \(b_err = b - b_hat\)"),
+        (
+            dict(b_err=(0.1, 0.1)),
+            r"sum\(b_err\) = 0\.2 must be 0 \(b_err = b - b_hat\)",
+        ),
         (dict(error_order=None), r"an adaptive tableau needs error_order"),
         (dict(b_mid=(0.5,)), r"b_mid needs 2 entries, received 1"),
         (dict(b_mid=(0.5, 0.5)), r"sum\(b_mid\) = 1\.0 must be 1/2"),
     ],
-    ids=["c0", "rows", "row-length", "row-sum", "b-length", "b-sum", "b_err-length",
-         "b_err-sum", "error_order", "b_mid-length", "b_mid-sum"],
+    ids=[
+        "c0",
+        "rows",
+        "row-length",
+        "row-sum",
+        "b-length",
+        "b-sum",
+        "b_err-length",
+        "b_err-sum",
+        "error_order",
+        "b_mid-length",
+        "b_mid-sum",
+    ],
 )
 def test_malformed_tableau_raises_value_error(change, message):
     """A tableau is checked when it is made: a `ValueError` names it and the broken rule."""
-    heun = dict(name="heun_euler", c=(0.0, 1.0), a=((), (1.0,)), b=(0.5, 0.5), order=2,
-                b_err=(-0.5, 0.5), error_order=1)
+    heun = dict(
+        name="heun_euler",
+        c=(0.0, 1.0),
+        a=((), (1.0,)),
+        b=(0.5, 0.5),
+        order=2,
+        b_err=(-0.5, 0.5),
+        error_order=1,
+    )
     ButcherTableau(**heun)  # the unchanged tableau is valid
     with pytest.raises(ValueError, match=r"Butcher tableau 'heun_euler': " + message):
         ButcherTableau(**{**heun, **change})

@@ -3,7 +3,9 @@ machines that cannot download MNIST."""
 
 from tfnode.data.mnist import MNISTNotFoundError as MNISTNotFoundError
 from tfnode.data.mnist import load_mnist as load_mnist
-from tfnode.data.mnist_digits import prepare_mnist_from_digits as prepare_mnist_from_digits
+from tfnode.data.mnist_digits import (
+    prepare_mnist_from_digits as prepare_mnist_from_digits,
+)
 from tfnode.data.mnist_digits import prepared_from_digits as prepared_from_digits
 from tfnode.data.spirals import Extrapolation as Extrapolation
 from tfnode.data.spirals import Spirals as Spirals

@@ -23,7 +23,9 @@ class MNISTNotFoundError(FileNotFoundError):
 def default_data_dir() -> str:
     """The directory `tfds.load` reads when `data_dir=None`: `$TFDS_DATA_DIR`,
     else `~/tensorflow_datasets`."""
-    return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser(tfds.core.constants.DATA_DIR)
+    return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser(
+        tfds.core.constants.DATA_DIR
+    )
 
 
 def load_mnist(
@@ -83,10 +85,20 @@ def load_mnist(
     """
     if split not in SPLITS:
         raise ValueError(f"`split` must be one of {SPLITS}. Received: split={split!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer. Received: {batch_size!r}")
-    if take is not None and (isinstance(take, bool) or not isinstance(take, int) or take < 1):
-        raise ValueError(f"`take` must be a positive integer or None. Received: take={take!r}")
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int)
+        or batch_size < 1
+    ):
+        raise ValueError(
+            f"`batch_size` must be a positive integer. Received: {batch_size!r}"
+        )
+    if take is not None and (
+        isinstance(take, bool) or not isinstance(take, int) or take < 1
+    ):
+        raise ValueError(
+            f"`take` must be a positive integer or None. Received: take={take!r}"
+        )
     if shuffle is None:
         shuffle = split == "train"
     try:

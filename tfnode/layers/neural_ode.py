@@ -153,7 +153,9 @@ class NeuralODELayer(keras.layers.Layer):
             )
         times, _ = _validation.check_times(t, tf.float64, [])
         self.t = tuple(float(x) for x in times.numpy())
-        if not isinstance(method, str):  # a tableau object would not serialise in get_config
+        if not isinstance(
+            method, str
+        ):  # a tableau object would not serialise in get_config
             raise ValueError(
                 f"`method` must be a method name, one of {sorted(solvers.SOLVERS)}. "
                 f"Received: method={method!r}"
@@ -169,9 +171,15 @@ class NeuralODELayer(keras.layers.Layer):
         )
         # Checked with `adjoint=False` too: the config keeps them for a later switch.
         backward_settings(
-            method, rtol=rtol, atol=atol, step_size=step_size, max_num_steps=max_num_steps,
-            adjoint_method=adjoint_method, adjoint_rtol=adjoint_rtol,
-            adjoint_atol=adjoint_atol, adjoint_step_size=adjoint_step_size,
+            method,
+            rtol=rtol,
+            atol=atol,
+            step_size=step_size,
+            max_num_steps=max_num_steps,
+            adjoint_method=adjoint_method,
+            adjoint_rtol=adjoint_rtol,
+            adjoint_atol=adjoint_atol,
+            adjoint_step_size=adjoint_step_size,
         )
         if adjoint_norm not in ("seminorm", "full"):
             raise ValueError(
@@ -196,13 +204,17 @@ class NeuralODELayer(keras.layers.Layer):
                 f"dtype='{self.compute_dtype}')`. Received: func={func!r}"
             )
         self.nfe = _LastValue(name=f"{self.name}_nfe")
-        self.backward_nfe = _LastValue(name=f"{self.name}_backward_nfe") if adjoint else None
+        self.backward_nfe = (
+            _LastValue(name=f"{self.name}_backward_nfe") if adjoint else None
+        )
 
     def build(self, input_shape):
         if not self.func.built:
             # Calling once lets Keras build any dynamics layer from real shapes.
             shape = [1 if d is None else d for d in input_shape]
-            self.func(tf.zeros([], self.compute_dtype), tf.zeros(shape, self.compute_dtype))
+            self.func(
+                tf.zeros([], self.compute_dtype), tf.zeros(shape, self.compute_dtype)
+            )
         _compute_in_float32(self.func)  # layers that `func.build` created
 
     def call(self, y0, t=None, training=None):
@@ -264,7 +276,9 @@ class NeuralODELayer(keras.layers.Layer):
         value = tf.get_static_value(t)
         if value is not None:
             steps = np.diff(value, axis=1)
-            if not np.all(np.isfinite(value)) or not (np.all(steps > 0) or np.all(steps < 0)):
+            if not np.all(np.isfinite(value)) or not (
+                np.all(steps > 0) or np.all(steps < 0)
+            ):
                 raise ValueError(
                     "`t` of shape [B, T] must hold a strictly increasing or strictly "
                     "decreasing grid in each row, all in the same direction, with finite "

@@ -59,7 +59,9 @@ class ODEFunc(keras.layers.Layer):
         t = tf.cast(t, y.dtype)
         batch_shape = tf.shape(y)[:-1]
         if t.shape.rank == 1:  # per-sample times [B]
-            t = tf.reshape(t, tf.concat([tf.shape(t), tf.ones([y.shape.rank - 2], tf.int32)], 0))
+            t = tf.reshape(
+                t, tf.concat([tf.shape(t), tf.ones([y.shape.rank - 2], tf.int32)], 0)
+            )
         t = tf.broadcast_to(t[..., None], tf.concat([batch_shape, [1]], 0))
         return tf.concat([y, t], -1)
 
@@ -108,7 +110,9 @@ class MLPODEFunc(ODEFunc):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        iterable = isinstance(hidden_units, Iterable) and not isinstance(hidden_units, str)
+        iterable = isinstance(hidden_units, Iterable) and not isinstance(
+            hidden_units, str
+        )
         if not iterable or not all(
             isinstance(u, numbers.Integral) and not isinstance(u, bool) and u >= 1
             for u in hidden_units
@@ -128,7 +132,9 @@ class MLPODEFunc(ODEFunc):
     def build(self, t_shape, y_shape):
         features = y_shape[-1]
         if features is None:
-            raise ValueError(f"`y` needs a known last axis. Received: y with shape {y_shape}")
+            raise ValueError(
+                f"`y` needs a known last axis. Received: y with shape {y_shape}"
+            )
         self.hidden = [
             keras.layers.Dense(
                 u,

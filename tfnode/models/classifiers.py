@@ -71,12 +71,15 @@ def _residual_block(x, index):
     for j in (1, 2):
         h = _norm(f"res{index}_norm{j}")(h)
         h = keras.layers.ReLU(name=f"res{index}_relu{j}")(h)
-        h = keras.layers.Conv2D(FILTERS, 3, padding="same", use_bias=False,
-                                name=f"res{index}_conv{j}")(h)
+        h = keras.layers.Conv2D(
+            FILTERS, 3, padding="same", use_bias=False, name=f"res{index}_conv{j}"
+        )(h)
     return keras.layers.Add(name=f"res{index}_add")([x, h])
 
 
-def build_odenet(*, tol=1e-3, adjoint=True, method="dopri5", max_num_steps=1000, name="odenet"):
+def build_odenet(
+    *, tol=1e-3, adjoint=True, method="dopri5", max_num_steps=1000, name="odenet"
+):
     """Builds ODE-Net: the stem, one `ConvODEBlock` on `[0, 1]`, the head.
 
     Args:
@@ -103,8 +106,15 @@ def build_odenet(*, tol=1e-3, adjoint=True, method="dopri5", max_num_steps=1000,
     """
     inputs = keras.Input(IMAGE_SHAPE, name="image")
     x = _stem(inputs)
-    x = ConvODEBlock(filters=FILTERS, rtol=tol, atol=tol, method=method, adjoint=adjoint,
-                     max_num_steps=max_num_steps, name=ODE_BLOCK_NAME)(x)
+    x = ConvODEBlock(
+        filters=FILTERS,
+        rtol=tol,
+        atol=tol,
+        method=method,
+        adjoint=adjoint,
+        max_num_steps=max_num_steps,
+        name=ODE_BLOCK_NAME,
+    )(x)
     return keras.Model(inputs, _head(x), name=name)
 
 
@@ -119,8 +129,9 @@ def build_rknet(*, tol=1e-3, method="dopri5", max_num_steps=1000, name="rknet"):
     >>> build_rknet().count_params()
     208266
     """
-    return build_odenet(tol=tol, adjoint=False, method=method, max_num_steps=max_num_steps,
-                        name=name)
+    return build_odenet(
+        tol=tol, adjoint=False, method=method, max_num_steps=max_num_steps, name=name
+    )
 
 
 def build_resnet(*, num_blocks=NUM_RESIDUAL_BLOCKS, name="resnet"):
@@ -166,7 +177,9 @@ def build_mlp(*, hidden_units=300, name="mlp"):
     inputs = keras.Input(IMAGE_SHAPE, name="image")
     x = keras.layers.Flatten(name="flatten")(inputs)
     x = keras.layers.Dense(hidden_units, activation="relu", name="hidden")(x)
-    return keras.Model(inputs, keras.layers.Dense(NUM_CLASSES, name="logits")(x), name=name)
+    return keras.Model(
+        inputs, keras.layers.Dense(NUM_CLASSES, name="logits")(x), name=name
+    )
 
 
 def build_classifier(model, *, tol=1e-3):

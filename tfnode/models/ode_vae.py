@@ -52,9 +52,13 @@ def _batch_times(t, batch_size, dtype):
 
 
 def _mlp(hidden_units, output_dim, activation, name):
-    layers = [keras.layers.Dense(u, activation=activation, name=f"hidden_{i}")
-              for i, u in enumerate(hidden_units)]
-    return keras.Sequential(layers + [keras.layers.Dense(output_dim, name="output")], name=name)
+    layers = [
+        keras.layers.Dense(u, activation=activation, name=f"hidden_{i}")
+        for i, u in enumerate(hidden_units)
+    ]
+    return keras.Sequential(
+        layers + [keras.layers.Dense(output_dim, name="output")], name=name
+    )
 
 
 class AbstractLatentVAE(keras.Model):
@@ -74,8 +78,17 @@ class AbstractLatentVAE(keras.Model):
         **kwargs: `keras.Model` keyword arguments (`name`, ...).
     """
 
-    def __init__(self, obs_dim, latent_dim, *, encoder_units, decoder_units, noise_std,
-                 seed=None, **kwargs):
+    def __init__(
+        self,
+        obs_dim,
+        latent_dim,
+        *,
+        encoder_units,
+        decoder_units,
+        noise_std,
+        seed=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if int(obs_dim) < 1 or int(latent_dim) < 1 or int(encoder_units) < 1:
             raise ValueError(
@@ -84,14 +97,17 @@ class AbstractLatentVAE(keras.Model):
                 f"encoder_units={encoder_units}"
             )
         if not noise_std > 0:
-            raise ValueError(f"`noise_std` must be positive. Received: noise_std={noise_std}")
+            raise ValueError(
+                f"`noise_std` must be positive. Received: noise_std={noise_std}"
+            )
         self.obs_dim, self.latent_dim = int(obs_dim), int(latent_dim)
         self.encoder_units = int(encoder_units)
         self.decoder_units = tuple(int(u) for u in decoder_units)
         self.noise_std = float(noise_std)
         self.seed = seed
-        self.encoder_rnn = keras.layers.GRU(self.encoder_units, go_backwards=True,
-                                            name="encoder_gru")
+        self.encoder_rnn = keras.layers.GRU(
+            self.encoder_units, go_backwards=True, name="encoder_gru"
+        )
         self.encoder_head = keras.layers.Dense(2 * self.latent_dim, name="encoder_head")
         self.readout = _mlp(self.decoder_units, self.obs_dim, "relu", "readout")
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -126,7 +142,9 @@ class AbstractLatentVAE(keras.Model):
         """
         x = tf.convert_to_tensor(x, self.compute_dtype)
         t = _batch_times(t, tf.shape(x)[0], x.dtype)
-        h = self.encoder_rnn(tf.concat([x, time_gaps(t)], -1))  # reads x_T first, x_0 last
+        h = self.encoder_rnn(
+            tf.concat([x, time_gaps(t)], -1)
+        )  # reads x_T first, x_0 last
         z_mean, z_log_var = tf.split(self.encoder_head(h), 2, axis=-1)
         return z_mean, z_log_var
 
@@ -182,7 +200,7 @@ class AbstractLatentVAE(keras.Model):
         t_future = _batch_times(t_future, batch_size, x_seed.dtype)
         z_mean, _ = self.encode(x_seed, t_seed)
         x_all = self.decode(z_mean, tf.concat([t_seed, t_future], 1))
-        return x_all[:, tf.shape(t_seed)[1]:]
+        return x_all[:, tf.shape(t_seed)[1] :]
 
     def sample_prior(self, num_samples, t, seed=None):
         """Generates series: decodes draws `z(t0) ~ N(0, I)` at times `t`.
@@ -196,8 +214,11 @@ class AbstractLatentVAE(keras.Model):
         Returns:
             `[N, T, D]`.
         """
-        z0 = keras.random.normal((int(num_samples), self.latent_dim), dtype=self.compute_dtype,
-                                 seed=self.seed_generator if seed is None else seed)
+        z0 = keras.random.normal(
+            (int(num_samples), self.latent_dim),
+            dtype=self.compute_dtype,
+            seed=self.seed_generator if seed is None else seed,
+        )
         return self.decode(z0, t)
 
     def call(self, inputs, training=False):
@@ -212,8 +233,9 @@ class AbstractLatentVAE(keras.Model):
         z_mean, z_log_var = self.encode(x, t)
         z0 = z_mean
         if training:
-            eps = keras.random.normal(tf.shape(z_mean), dtype=z_mean.dtype,
-                                      seed=self.seed_generator)
+            eps = keras.random.normal(
+                tf.shape(z_mean), dtype=z_mean.dtype, seed=self.seed_generator
+            )
             z0 = z_mean + tf.exp(0.5 * z_log_var) * eps
         return self.decode(z0, t, training=training), z_mean, z_log_var
 
@@ -235,10 +257,14 @@ class AbstractLatentVAE(keras.Model):
         var = self.noise_std**2
         nll = 0.5 * (tf.square(x - x_pred) / var + math.log(var) + _LOG_2PI)
         reconstruction = tf.reduce_sum(nll, axis=[1, 2])
-        kl = 0.5 * tf.reduce_sum(tf.square(z_mean) + tf.exp(z_log_var) - z_log_var - 1.0, -1)
+        kl = 0.5 * tf.reduce_sum(
+            tf.square(z_mean) + tf.exp(z_log_var) - z_log_var - 1.0, -1
+        )
         return reconstruction + kl, reconstruction, kl
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
         """The batch mean of the negative ELBO of the inputs `x` (`{"x", "t"}`).
 
         `y`, `y_pred` and `sample_weight` are ignored: the model reconstructs
@@ -269,8 +295,12 @@ class AbstractLatentVAE(keras.Model):
     def metrics(self):
         # The ELBO terms, then the decoder's own metrics (solver NFE).
         decoder = getattr(self, "latent_dynamics", None)
-        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker,
-                *(decoder.metrics if decoder is not None else [])]
+        return [
+            self.loss_tracker,
+            self.reconstruction_tracker,
+            self.kl_tracker,
+            *(decoder.metrics if decoder is not None else []),
+        ]
 
     def get_config(self):
         return {
@@ -350,18 +380,49 @@ class ODEVAE(AbstractLatentVAE):
         §5 and Appendix.
     """
 
-    def __init__(self, obs_dim, latent_dim=4, hidden_units=(20, 20), encoder_units=25,
-                 decoder_units=(20,), activation="elu", noise_std=0.3, method="dopri5",
-                 rtol=1e-3, atol=1e-4, adjoint=False, max_num_steps=1000, seed=None, **kwargs):
-        super().__init__(obs_dim, latent_dim, encoder_units=encoder_units,
-                         decoder_units=decoder_units, noise_std=noise_std, seed=seed, **kwargs)
+    def __init__(
+        self,
+        obs_dim,
+        latent_dim=4,
+        hidden_units=(20, 20),
+        encoder_units=25,
+        decoder_units=(20,),
+        activation="elu",
+        noise_std=0.3,
+        method="dopri5",
+        rtol=1e-3,
+        atol=1e-4,
+        adjoint=False,
+        max_num_steps=1000,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(
+            obs_dim,
+            latent_dim,
+            encoder_units=encoder_units,
+            decoder_units=decoder_units,
+            noise_std=noise_std,
+            seed=seed,
+            **kwargs,
+        )
         self.hidden_units = tuple(int(u) for u in hidden_units)
         self.activation = keras.activations.serialize(keras.activations.get(activation))
-        func = MLPODEFunc(self.hidden_units, activation=activation, time_dependent=False,
-                          name="dynamics")
+        func = MLPODEFunc(
+            self.hidden_units,
+            activation=activation,
+            time_dependent=False,
+            name="dynamics",
+        )
         self.latent_dynamics = NeuralODELayer(
-            func, method=method, rtol=rtol, atol=atol, adjoint=adjoint,
-            max_num_steps=max_num_steps, return_sequences=True, name="ode",
+            func,
+            method=method,
+            rtol=rtol,
+            atol=atol,
+            adjoint=adjoint,
+            max_num_steps=max_num_steps,
+            return_sequences=True,
+            name="ode",
         )
         self.build()
 

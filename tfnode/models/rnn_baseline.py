@@ -44,15 +44,33 @@ class RNNVAE(AbstractLatentVAE):
     TensorShape([5, 7, 2])
     """
 
-    def __init__(self, obs_dim, latent_dim=4, hidden_units=25, encoder_units=25,
-                 decoder_units=(20,), noise_std=0.3, seed=None, **kwargs):
-        super().__init__(obs_dim, latent_dim, encoder_units=encoder_units,
-                         decoder_units=decoder_units, noise_std=noise_std, seed=seed, **kwargs)
+    def __init__(
+        self,
+        obs_dim,
+        latent_dim=4,
+        hidden_units=25,
+        encoder_units=25,
+        decoder_units=(20,),
+        noise_std=0.3,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(
+            obs_dim,
+            latent_dim,
+            encoder_units=encoder_units,
+            decoder_units=decoder_units,
+            noise_std=noise_std,
+            seed=seed,
+            **kwargs,
+        )
         self.hidden_units = int(hidden_units)
-        self.decoder_init = keras.layers.Dense(self.hidden_units, activation="tanh",
-                                               name="decoder_init")
-        self.latent_dynamics = keras.layers.GRU(self.hidden_units, return_sequences=True,
-                                                name="decoder_gru")
+        self.decoder_init = keras.layers.Dense(
+            self.hidden_units, activation="tanh", name="decoder_init"
+        )
+        self.latent_dynamics = keras.layers.GRU(
+            self.hidden_units, return_sequences=True, name="decoder_gru"
+        )
         self.build()
 
     def _build_decoder(self):

@@ -19,8 +19,17 @@ _UNDERFLOW_EPS = 10.0
 
 
 def solve(
-    func, y0, t, tableau, controller, *, max_num_steps, first_step=None, norm=rms_norm,
-    rescale=rescaled, k1=None,
+    func,
+    y0,
+    t,
+    tableau,
+    controller,
+    *,
+    max_num_steps,
+    first_step=None,
+    norm=rms_norm,
+    rescale=rescaled,
+    k1=None,
 ):
     """Solves from `t[0]` through `t`, returning `(ys, stats)`.
 
@@ -66,8 +75,12 @@ def solve(
     finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(x)) for x in y0 + k1])
     status = tf.where(finite, Status.SUCCESS, Status.NONFINITE)
 
-    ys = [tf.concat([y[None], tf.zeros(tf.concat([[num_times - 1], tf.shape(y)], 0), dtype)], 0)
-          for y in y0]
+    ys = [
+        tf.concat(
+            [y[None], tf.zeros(tf.concat([[num_times - 1], tf.shape(y)], 0), dtype)], 0
+        )
+        for y in y0
+    ]
     idx = tf.ones([tf.shape(t)[1]] if per_sample else [], tf.int32)
 
     if per_sample:
@@ -97,7 +110,9 @@ def solve(
         if fill is _fill_shared_graph:
             # Graph mode: no inner loop, no interpolant unless an output falls in the step.
             ks_dense = ks if tableau.fsal else ks + [k_next]
-            idx, ys = fill(u_out, num_times, idx, ys, u, dt, u_new, y, ks_dense, accept, dense)
+            idx, ys = fill(
+                u_out, num_times, idx, ys, u, dt, u_new, y, ks_dense, accept, dense
+            )
         else:
             if tableau.b_mid is not None:
                 y_mid = runge_kutta.combine(y, dt, tableau.b_mid, ks)
@@ -138,7 +153,19 @@ def solve(
     def cond(u, dt, y, k1, prev_ratio, idx, ys, nfe, num_steps, num_rejected, status):
         return (u < one) & (status == 0)
 
-    loop_vars = (zero, dt, y0, k1, one, idx, ys, tf.constant(1 + extra_nfe), 0, 0, status)
+    loop_vars = (
+        zero,
+        dt,
+        y0,
+        k1,
+        one,
+        idx,
+        ys,
+        tf.constant(1 + extra_nfe),
+        0,
+        0,
+        status,
+    )
     u, dt, _, _, _, _, ys, nfe, num_steps, num_rejected, status = tf.while_loop(
         cond, body, loop_vars, maximum_iterations=max_num_steps
     )
@@ -158,15 +185,23 @@ def _fill_shared(u_out, num_times, idx, ys, u, dt, u_new, coeffs, accept):
     """Writes the outputs `u_out[idx], ...` that fall in the step `(u, u_new]`."""
 
     def pending(i):
-        return accept & (i < num_times) & (tf.gather(u_out, tf.minimum(i, num_times - 1)) <= u_new)
+        return (
+            accept
+            & (i < num_times)
+            & (tf.gather(u_out, tf.minimum(i, num_times - 1)) <= u_new)
+        )
 
     def body(i, ys):
         theta = (tf.gather(u_out, i) - u) / dt
         values = interpolation.evaluate(coeffs, [theta] * len(ys))
-        ys = [tf.tensor_scatter_nd_update(y, [[i]], v[None]) for y, v in zip(ys, values)]
+        ys = [
+            tf.tensor_scatter_nd_update(y, [[i]], v[None]) for y, v in zip(ys, values)
+        ]
         return i + 1, ys
 
-    return tf.while_loop(lambda i, ys: pending(i), body, (idx, ys), maximum_iterations=num_times)
+    return tf.while_loop(
+        lambda i, ys: pending(i), body, (idx, ys), maximum_iterations=num_times
+    )
 
 
 def _fill_per_sample(u_out, num_times, idx, ys, u, dt, u_new, coeffs, accept):
@@ -174,7 +209,9 @@ def _fill_per_sample(u_out, num_times, idx, ys, u, dt, u_new, coeffs, accept):
     cols = tf.range(tf.shape(u_out)[1])
 
     def next_u(i):
-        return tf.gather_nd(u_out, tf.stack([tf.minimum(i, num_times - 1), cols], 1))  # [B]
+        return tf.gather_nd(
+            u_out, tf.stack([tf.minimum(i, num_times - 1), cols], 1)
+        )  # [B]
 
     def pending(i):
         return accept & (i < num_times) & (next_u(i) <= u_new)
@@ -182,7 +219,9 @@ def _fill_per_sample(u_out, num_times, idx, ys, u, dt, u_new, coeffs, accept):
     def body(i, ys):
         todo = pending(i)
         theta = (next_u(i) - u) / dt  # [B]
-        values = interpolation.evaluate(coeffs, [broadcast_to_leaf(theta, y[0]) for y in ys])
+        values = interpolation.evaluate(
+            coeffs, [broadcast_to_leaf(theta, y[0]) for y in ys]
+        )
         indices = tf.stack([tf.minimum(i, num_times - 1), cols], 1)  # [B, 2]
         new_ys = []
         for y, v in zip(ys, values):
@@ -192,7 +231,10 @@ def _fill_per_sample(u_out, num_times, idx, ys, u, dt, u_new, coeffs, accept):
         return i + tf.cast(todo, tf.int32), new_ys
 
     return tf.while_loop(
-        lambda i, ys: tf.reduce_any(pending(i)), body, (idx, ys), maximum_iterations=num_times
+        lambda i, ys: tf.reduce_any(pending(i)),
+        body,
+        (idx, ys),
+        maximum_iterations=num_times,
     )
 
 

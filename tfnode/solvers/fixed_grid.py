@@ -29,7 +29,9 @@ def solve(func, y0, t, tableau, *, step_size, max_num_steps, rescale=rescaled):
     dtype = y0[0].dtype
     num_times = t.shape[0] if t.shape[0] is not None else tf.shape(t)[0]
     spans = t[1:] - t[:-1]  # [T-1] or [T-1, B]
-    widest = tf.reshape(tf.reduce_max(tf.abs(tf.reshape(spans, [tf.shape(spans)[0], -1])), 1), [-1])
+    widest = tf.reshape(
+        tf.reduce_max(tf.abs(tf.reshape(spans, [tf.shape(spans)[0], -1])), 1), [-1]
+    )
     steps_per_interval = tf.maximum(
         tf.cast(tf.math.ceil(tf.stop_gradient(widest) / step_size), tf.int32), 1
     )
@@ -38,8 +40,12 @@ def solve(func, y0, t, tableau, *, step_size, max_num_steps, rescale=rescaled):
     status = tf.where(finite, Status.SUCCESS, Status.NONFINITE)
     status = tf.where(total_steps > max_num_steps, Status.MAX_STEPS_REACHED, status)
 
-    ys = [tf.concat([y[None], tf.zeros(tf.concat([[num_times - 1], tf.shape(y)], 0), dtype)], 0)
-          for y in y0]
+    ys = [
+        tf.concat(
+            [y[None], tf.zeros(tf.concat([[num_times - 1], tf.shape(y)], 0), dtype)], 0
+        )
+        for y in y0
+    ]
 
     def body(i, j, y, ys, nfe):
         n = tf.gather(steps_per_interval, i)
@@ -49,9 +55,19 @@ def solve(func, y0, t, tableau, *, step_size, max_num_steps, rescale=rescaled):
         y1, _, _ = runge_kutta.step(g, u, y, du, tableau, g(u, y))
         j = j + 1
         end = tf.equal(j, n)
-        ys = [tf.tensor_scatter_nd_update(out, [[i + 1]], tf.where(end, v, out[i + 1])[None])
-              for out, v in zip(ys, y1)]
-        return i + tf.cast(end, tf.int32), tf.where(end, 0, j), y1, ys, nfe + tableau.num_stages
+        ys = [
+            tf.tensor_scatter_nd_update(
+                out, [[i + 1]], tf.where(end, v, out[i + 1])[None]
+            )
+            for out, v in zip(ys, y1)
+        ]
+        return (
+            i + tf.cast(end, tf.int32),
+            tf.where(end, 0, j),
+            y1,
+            ys,
+            nfe + tableau.num_stages,
+        )
 
     def cond(i, j, y, ys, nfe):
         return (i < num_times - 1) & (status == 0)

@@ -46,23 +46,41 @@ class ButcherTableau:
                 raise ValueError(f"Butcher tableau {self.name!r}: {what}.")
 
         require(s > 0 and self.c[0] == 0, f"c[0] must be 0 (received c={self.c})")
-        require(len(self.a) == s, f"a needs one row per stage ({s}), received {len(self.a)}")
+        require(
+            len(self.a) == s, f"a needs one row per stage ({s}), received {len(self.a)}"
+        )
         for i, row in enumerate(self.a):
             require(len(row) == i, f"a[{i}] must have {i} entries, received {len(row)}")
-            require(abs(sum(row) - self.c[i]) < _SUM_TOL,
-                    f"sum(a[{i}]) = {sum(row)!r} must equal c[{i}] = {self.c[i]!r}")
+            require(
+                abs(sum(row) - self.c[i]) < _SUM_TOL,
+                f"sum(a[{i}]) = {sum(row)!r} must equal c[{i}] = {self.c[i]!r}",
+            )
         require(len(self.b) == s, f"b needs {s} entries, received {len(self.b)}")
         require(abs(sum(self.b) - 1) < _SUM_TOL, f"sum(b) = {sum(self.b)!r} must be 1")
         if self.b_err is not None:
-            require(len(self.b_err) == s, f"b_err needs {s} entries, received {len(self.b_err)}")
-            require(abs(sum(self.b_err)) < _SUM_TOL,
-                    f"sum(b_err) = {sum(self.b_err)!r} must be 0 (b_err = b - b_hat)")
-            require(self.error_order is not None, "an adaptive tableau needs error_order")
+            require(
+                len(self.b_err) == s,
+                f"b_err needs {s} entries, received {len(self.b_err)}",
+            )
+            require(
+                abs(sum(self.b_err)) < _SUM_TOL,
+                f"sum(b_err) = {sum(self.b_err)!r} must be 0 (b_err = b - b_hat)",
+            )
+            require(
+                self.error_order is not None, "an adaptive tableau needs error_order"
+            )
         if self.b_mid is not None:
-            require(len(self.b_mid) == s, f"b_mid needs {s} entries, received {len(self.b_mid)}")
-            require(abs(sum(self.b_mid) - 0.5) < _SUM_TOL,
-                    f"sum(b_mid) = {sum(self.b_mid)!r} must be 1/2")
-        fsal = s > 1 and self.c[-1] == 1 and self.b[-1] == 0 and self.a[-1] == self.b[:-1]
+            require(
+                len(self.b_mid) == s,
+                f"b_mid needs {s} entries, received {len(self.b_mid)}",
+            )
+            require(
+                abs(sum(self.b_mid) - 0.5) < _SUM_TOL,
+                f"sum(b_mid) = {sum(self.b_mid)!r} must be 1/2",
+            )
+        fsal = (
+            s > 1 and self.c[-1] == 1 and self.b[-1] == 0 and self.a[-1] == self.b[:-1]
+        )
         object.__setattr__(self, "num_stages", s)
         object.__setattr__(self, "fsal", fsal)
         object.__setattr__(self, "adaptive", self.b_err is not None)

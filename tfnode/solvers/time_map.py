@@ -14,7 +14,9 @@ def broadcast_to_leaf(x, leaf):
     """Reshapes a scalar or `[B]` tensor to broadcast against `leaf` `[B, ...]`."""
     if x.shape.rank == 0:
         return x
-    return tf.reshape(x, tf.concat([tf.shape(x), tf.ones([leaf.shape.rank - 1], tf.int32)], 0))
+    return tf.reshape(
+        x, tf.concat([tf.shape(x), tf.ones([leaf.shape.rank - 1], tf.int32)], 0)
+    )
 
 
 def rescaled(func, t_start, span):
