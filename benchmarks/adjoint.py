@@ -1,36 +1,40 @@
-"""Adjoint gradients: `tfnode.odeint_adjoint` against TFP's adjoint, and memory against backprop.
+"""Adjoint gradients: `tfnode.odeint_adjoint` against TFP's adjoint, and memory against
+backprop.
 
-Problem (issue 3, "Benchmarks"; the same as `solver_forward.py`): `dz/dt = MLP(z)` with two
-tanh hidden layers of 64 units, state 16, batch 256, float32, fixed seeded weights, outputs at
-11 times in [0, 1], dopri5 at rtol = atol = 1e-6 and 1e-3. The loss is `sum(w * ys)` with
-fixed random weights `w` on every output, and every timed function returns its gradient with
-respect to `y0` and all six weight tensors (a training step's forward + backward).
+Problem (issue 3, "Benchmarks"; the same as `solver_forward.py`): `dz/dt = MLP(z)` with
+two tanh hidden layers of 64 units, state 16, batch 256, float32, fixed seeded weights,
+outputs at 11 times in [0, 1], dopri5 at rtol = atol = 1e-6 and 1e-3. The loss is
+`sum(w * ys)` with fixed random weights `w` on every output, and every timed function
+returns its gradient with respect to `y0` and all six weight tensors (a training step's
+forward + backward).
 
 Three tables:
 
-- speed: forward + backward time of `tfnode.odeint_adjoint` (seminorm, the default) and of
-  the gradient of `tfp.math.ode.DormandPrince().solve` (TFP's gradient is its adjoint), in
-  `tf.function(jit_compile=True)` ("xla") and plain `tf.function` ("graph"), same weights,
-  same process, interleaved rounds, medians. `rk-net` is `tfnode.odeint` differentiated by
-  plain backprop (with `max_num_steps=64`; under XLA backprop preallocates that many steps).
-  torchdiffeq and diffrax columns appear only when those packages are importable.
+- speed: forward + backward time of `tfnode.odeint_adjoint` (seminorm, the default) and
+  of the gradient of `tfp.math.ode.DormandPrince().solve` (TFP's gradient is its
+  adjoint), in `tf.function(jit_compile=True)` ("xla") and plain `tf.function`
+  ("graph"), same weights, same process, interleaved rounds, medians. `rk-net` is
+  `tfnode.odeint` differentiated by plain backprop (with `max_num_steps=64`; under XLA
+  backprop preallocates that many steps). torchdiffeq and diffrax columns appear only
+  when those packages are importable.
 - NFE and accuracy: forward and backward function evaluations (backward via
-  `tfnode.BackwardStats`, with the seminorm and the full norm; TFP's backward ones counted
-  by a counter inside the dynamics), and each gradient's error against a float64 reference
-  (`tfnode.odeint` backprop at rtol = atol = 1e-12 in float64 on the same weights), as
-  max |g - g_ref| / max |g_ref| over the seven gradient tensors. Also with outputs at t0 and
-  t1 only: every output time restarts the backward solve, so on 11 outputs dopri5 needs at
-  least 10 x 7 backward evaluations, and the seminorm shows on one long interval.
-- memory: peak resident memory of one forward + backward as the horizon grows (t1 = 1, 10,
-  100, outputs at t0 and t1 only), adjoint vs backprop (`tfnode.odeint`, default
-  `max_num_steps`), each case in a fresh subprocess that first traces, compiles and runs the
-  function on t1 = 0.01, then resets the kernel's high-water mark of resident memory and runs
-  it once: "peak MB" is that high-water mark (the whole process, TensorFlow included),
-  "above start MB" the part above the resident memory just before the call, "growth" the
-  peak relative to the t1 = 1 case.
+  `tfnode.BackwardStats`, with the seminorm and the full norm; TFP's backward ones
+  counted by a counter inside the dynamics), and each gradient's error against a float64
+  reference (`tfnode.odeint` backprop at rtol = atol = 1e-12 in float64 on the same
+  weights), as max |g - g_ref| / max |g_ref| over the seven gradient tensors. Also with
+  outputs at t0 and t1 only: every output time restarts the backward solve, so on 11
+  outputs dopri5 needs at least 10 x 7 backward evaluations, and the seminorm shows on
+  one long interval.
+- memory: peak resident memory of one forward + backward as the horizon grows (t1 = 1,
+  10, 100, outputs at t0 and t1 only), adjoint vs backprop (`tfnode.odeint`, default
+  `max_num_steps`), each case in a fresh subprocess that first traces, compiles and runs
+  the function on t1 = 0.01, then resets the kernel's high-water mark of resident memory
+  and runs it once: "peak MB" is that high-water mark (the whole process, TensorFlow
+  included), "above start MB" the part above the resident memory just before the call,
+  "growth" the peak relative to the t1 = 1 case.
 
-Run: `python benchmarks/adjoint.py` (a few minutes on 2 CPU cores; `--no-memory` skips the
-subprocesses). Compare ratios, not absolute times: see `benchmarks/README.md`.
+Run: `python benchmarks/adjoint.py` (a few minutes on 2 CPU cores; `--no-memory` skips
+the subprocesses). Compare ratios, not absolute times: see `benchmarks/README.md`.
 """
 
 from __future__ import annotations
@@ -154,7 +158,8 @@ def make_gradient_fns(
 
 
 def reference_gradients(weights, y0, times, loss_weights):
-    """float64 gradients for `[y0, *weights]` by backprop through `tfnode.odeint` at 1e-12."""
+    """float64 gradients for `[y0, *weights]` by backprop through
+    `tfnode.odeint` at 1e-12."""
     f, variables = make_mlp(weights, tf.float64)
     t = tf.constant(times, tf.float64)
     w = tf.constant(loss_weights, tf.float64)
@@ -193,8 +198,8 @@ def count_evaluations(weights, y0, times, loss_weights, tol, reference):
         backward = int(counter.numpy()) - int(forward_nfe)
         if norm is not None and backward != int(bstats.nfe):
             print(
-                f"warning: BackwardStats.nfe={int(bstats.nfe)} but {backward} evaluations "
-                f"were counted ({name}, tol={tol:.0e})"
+                f"warning: BackwardStats.nfe={int(bstats.nfe)} but {backward} "
+                f"evaluations were counted ({name}, tol={tol:.0e})"
             )
         out[name] = dict(
             fwd=int(forward_nfe),
@@ -321,8 +326,9 @@ def _memory_case(mode, method, t1, tol, seed):
     """Runs in a fresh subprocess: resident memory (kB) around one forward + backward to
     `t1`, after a warm-up solve to t1 = 0.01 that traced and compiled the function.
 
-    The peak is the kernel's high-water mark VmHWM, reset just before the call (writing 5 to
-    /proc/self/clear_refs), so the memory used while tracing and compiling does not hide it.
+    The peak is the kernel's high-water mark VmHWM, reset just before the call (writing
+    5 to /proc/self/clear_refs), so the memory used while tracing and compiling does not
+    hide it.
     """
     weights, y0, _, _ = make_problem(seed)
     f, variables = make_mlp(weights)
@@ -358,10 +364,11 @@ def _memory_case(mode, method, t1, tol, seed):
 def _run_memory_case(mode, method, t1, tol, seed):
     code = (
         "import importlib.util, json, sys\n"
-        f"spec = importlib.util.spec_from_file_location('_adjoint_bench', {__file__!r})\n"
+        "spec = importlib.util.spec_from_file_location("
+        f"'_adjoint_bench', {__file__!r})\n"
         "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
-        f"print('RESULT', json.dumps(mod._memory_case({mode!r}, {method!r}, {t1!r}, {tol!r}, "
-        f"{seed!r})))\n"
+        "print('RESULT', json.dumps(mod._memory_case("
+        f"{mode!r}, {method!r}, {t1!r}, {tol!r}, {seed!r})))\n"
     )
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run(
@@ -464,8 +471,8 @@ def main(
         *(n for n in optional if (modes[0], tols[0], n) in fns),
     )
 
-    # Timed rounds, rotating the order; ratios within a round (paired) so that slow drifts
-    # in machine load cancel.
+    # Timed rounds, rotating the order; ratios within a round (paired) so that slow
+    # drifts in machine load cancel.
     configs = [(mode, tol) for mode in modes for tol in tols]
     times_ms = solver_forward.interleaved_times(fns, configs, names, repeats, _timed)
 
@@ -480,10 +487,10 @@ def main(
         )
         speed.append(row)
 
-    # NFE on the full grid, and with outputs at t0 and t1 only: each output time restarts the
-    # backward solve (the adjoint jumps there), so with 11 outputs dopri5 needs at least
-    # 10 x 7 backward evaluations whatever the forward NFE; the 2-output rows show the
-    # seminorm's effect on one long interval.
+    # NFE on the full grid, and with outputs at t0 and t1 only: each output time
+    # restarts the backward solve (the adjoint jumps there), so with 11 outputs dopri5
+    # needs at least 10 x 7 backward evaluations whatever the forward NFE; the 2-output
+    # rows show the seminorm's effect on one long interval.
     nfe = []
     for outputs, sel in ((NUM_TIMES, slice(None)), (2, [0, -1])):
         sub_times, sub_weights = times[sel], loss_weights[sel]
@@ -528,9 +535,9 @@ def main(
 def _print_tables(speed, nfe, mem, names, repeats, optional):
     print(
         f"\nForward + backward (gradient w.r.t. y0 and all weights), dopri5, MLP "
-        f"{STATE}-{HIDDEN}-{HIDDEN}-{STATE} (tanh), batch {BATCH}, float32, {NUM_TIMES} outputs "
-        f"in [0, 1]. Median of {repeats} interleaved rounds; tfnode/tfp: median of per-round "
-        "ratios; * = target missed."
+        f"{STATE}-{HIDDEN}-{HIDDEN}-{STATE} (tanh), batch {BATCH}, float32, "
+        f"{NUM_TIMES} outputs in [0, 1]. Median of {repeats} interleaved rounds; "
+        "tfnode/tfp: median of per-round ratios; * = target missed."
     )
     header = [
         "mode",
@@ -553,9 +560,10 @@ def _print_tables(speed, nfe, mem, names, repeats, optional):
             print(f"({name} is not installed: no {name} column)")
 
     print(
-        "\nFunction evaluations (graph mode; backward = evaluations during tape.gradient, "
-        "from tfnode.BackwardStats, and counted inside the dynamics for TFP) and gradient "
-        f"error vs float64 backprop at {REFERENCE_TOL:g} (max |g - g_ref| / max |g_ref|)."
+        "\nFunction evaluations (graph mode; backward = evaluations during "
+        "tape.gradient, from tfnode.BackwardStats, and counted inside the dynamics "
+        f"for TFP) and gradient error vs float64 backprop at {REFERENCE_TOL:g} "
+        "(max |g - g_ref| / max |g_ref|)."
     )
     header = [
         "outputs",
@@ -590,10 +598,10 @@ def _print_tables(speed, nfe, mem, names, repeats, optional):
 
     if mem:
         print(
-            "\nPeak resident memory of one forward + backward, outputs at 0 and t1 only, "
-            "rtol = atol = 1e-6, one fresh process per row (backprop: tfnode.odeint with the "
-            "default max_num_steps=4096). growth: peak vs the t1 = "
-            f"{mem[0]['t1']:g} row; target for the adjoint <= "
+            "\nPeak resident memory of one forward + backward, outputs at 0 and t1 "
+            "only, rtol = atol = 1e-6, one fresh process per row (backprop: "
+            "tfnode.odeint with the default max_num_steps=4096). growth: peak vs the "
+            f"t1 = {mem[0]['t1']:g} row; target for the adjoint <= "
             f"{TARGET_ADJOINT_MEMORY_GROWTH:.0%}."
         )
         header = [

@@ -41,20 +41,22 @@ import tensorflow_probability as tfp
 import tfnode
 
 STATE, HIDDEN, BATCH, NUM_TIMES = 16, 64, 256, 11
-# Targets from issue 2: tfnode at most 0.7x TFP's time, at most 1.3x its bare evaluations'.
+# Targets from issue 2: tfnode at most 0.7x TFP's time,
+# at most 1.3x its bare evaluations'.
 TARGET_VS_TFP = 0.7
 TARGET_VS_FLOOR = 1.3
 MODES = {"xla": True, "graph": False}
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
-# Evaluations per iteration of the floor's loop. One gave the lower floor under XLA (more per
-# iteration was slightly slower, and much slower when other processes compete for the cores);
-# in graph mode six (one dopri5 step) would be about 10% lower, as the executor then runs
-# fewer loop-control ops per evaluation.
+# Evaluations per iteration of the floor's loop. One gave the lower floor under XLA
+# (more per iteration was slightly slower, and much slower when other processes compete
+# for the cores); in graph mode six (one dopri5 step) would be about 10% lower, as the
+# executor then runs fewer loop-control ops per evaluation.
 FLOOR_UNROLL = 1
 
 
 def make_problem(seed=0):
-    """Seeded float32 MLP weights `[(W, b), ...]`, initial states `[B, 16]` and times `[T]`."""
+    """Seeded float32 MLP weights `[(W, b), ...]`, initial states `[B, 16]` and
+    times `[T]`."""
     rng = np.random.default_rng(seed)
     sizes = [STATE, HIDDEN, HIDDEN, STATE]
     weights = [
@@ -134,7 +136,8 @@ def make_solvers(f, times, tol, jit_compile):
 
 
 def make_floor(f, jit_compile, unroll=FLOOR_UNROLL):
-    """Returns `fn(y0, n)`: `n` chained evaluations of `f`, `unroll` per loop iteration."""
+    """Returns `fn(y0, n)`: `n` chained evaluations of `f`,
+    `unroll` per loop iteration."""
     if unroll < 1:
         raise ValueError(f"`unroll` must be a positive integer. Received: {unroll=}")
 
@@ -227,8 +230,9 @@ def _set_threads(threads):
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     except RuntimeError as e:
         raise ValueError(
-            "`threads` must be set before TensorFlow starts its runtime: call `main(threads=...)` "
-            f"first thing in a fresh process, or leave threads=None. Received: {threads=}"
+            "`threads` must be set before TensorFlow starts its runtime: call "
+            "`main(threads=...)` first thing in a fresh process, or leave "
+            f"threads=None. Received: {threads=}"
         ) from e
 
 
@@ -252,7 +256,8 @@ def main(
         modes: any of "xla" (`jit_compile=True`) and "graph" (plain `tf.function`).
         seed: seed of the MLP weights and initial states.
         clock: "wall" (elapsed time) or "cpu" (process CPU time; use with `threads=1`).
-        threads: TensorFlow intra- and inter-op threads; None keeps TensorFlow's default.
+        threads: TensorFlow intra- and inter-op threads; None keeps TensorFlow's
+            default.
         verbose: whether to print progress and the table.
 
     Returns:
@@ -294,7 +299,8 @@ def main(
         if verbose:
             print(f"compiled and warmed up: {mode}, tol={tol:.0e}", flush=True)
 
-    # Timed rounds: per (mode, tol), the three functions back to back, rotating the order.
+    # Timed rounds: per (mode, tol), the three functions back to back,
+    # rotating the order.
     names = ("tfnode", "tfp", "floor")
     times_ms = interleaved_times(
         fns, configs, names, repeats, lambda fn, *args: _timed(CLOCKS[clock], fn, *args)
@@ -323,11 +329,11 @@ def main(
         )
     if verbose:
         print(
-            f"\ndopri5 forward solve, MLP {STATE}-{HIDDEN}-{HIDDEN}-{STATE} (tanh), batch {BATCH}, "
-            f"float32, {NUM_TIMES} outputs in [0, 1]; {clock} clock, threads="
-            f"{threads or 'default'}. Times: medians of {repeats} interleaved rounds; ratios: "
-            "medians of per-round ratios; floor: tfnode's NFE bare MLP evaluations; "
-            "* = target missed."
+            f"\ndopri5 forward solve, MLP {STATE}-{HIDDEN}-{HIDDEN}-{STATE} (tanh), "
+            f"batch {BATCH}, float32, {NUM_TIMES} outputs in [0, 1]; {clock} clock, "
+            f"threads={threads or 'default'}. Times: medians of {repeats} interleaved "
+            "rounds; ratios: medians of per-round ratios; floor: tfnode's NFE bare MLP "
+            "evaluations; * = target missed."
         )
         print(_format_table(rows))
     return rows

@@ -1,7 +1,8 @@
 """
 Title: Learning dynamics from sampled trajectories
 Author: tfnode contributors
-Description: Recover a linear spiral's matrix and fit a nonlinear 2-D vector field with Neural ODEs.
+Description: Recover a linear spiral's matrix and fit a nonlinear 2-D vector field
+with Neural ODEs.
 Accelerator: None
 
 ## Introduction
@@ -52,11 +53,10 @@ the linear one starts from `[2, 0]` as in the torchdiffeq demo.
 """
 
 TRUE_A = [[-0.1, -1.0], [1.0, -0.1]]  # the linear spiral, dz/dt = A z
-GATE_A = [
-    [-0.1, -0.5],
-    [0.5, -0.1],
-]  # a stable spiral, dominant where y.x0 > 0 (left) ...
-GATE_B = [[0.2, 1.0], [-1.0, 0.2]]  # ... glued to an unstable one on the right
+# a stable spiral, dominant where y.x0 > 0 (left) ...
+GATE_A = [[-0.1, -0.5], [0.5, -0.1]]
+# ... glued to an unstable one on the right
+GATE_B = [[0.2, 1.0], [-1.0, 0.2]]
 GATE_X0 = [-1.0, 0.0]
 
 
@@ -201,7 +201,8 @@ def fit(
         losses.append(float(loss))
         if step == 1:
             print(
-                f"  step 1 (tracing + compilation) took {time.perf_counter() - start:.1f} s"
+                "  step 1 (tracing + compilation) took "
+                f"{time.perf_counter() - start:.1f} s"
             )
         if step % log_every == 0 or step == niters:
             message = (
@@ -382,8 +383,8 @@ def main(
         for true_row, row in zip(true_a, func.A.numpy()):
             print(f"    {true_row}    {row}")
     print(
-        f"  max-norm error of A: {results['linear_matrix_error']:.4f}; mean |trajectory "
-        f"error| {results['linear_trajectory_error']:.4f}; "
+        f"  max-norm error of A: {results['linear_matrix_error']:.4f}; "
+        f"mean |trajectory error| {results['linear_trajectory_error']:.4f}; "
         f"{results['linear_seconds']:.1f} s"
     )
     linear_png = os.path.join(out_dir, "linear.png")
@@ -421,8 +422,8 @@ def main(
     results["nonlinear_trajectory_max_error"] = float(np.abs(learned - ys).max())
     print(
         f"  loss {results['nonlinear_initial_loss']:.5f} -> "
-        f"{results['nonlinear_final_loss']:.5f}; whole trajectory from y0: mean |error| "
-        f"{results['nonlinear_trajectory_error']:.4f}, max "
+        f"{results['nonlinear_final_loss']:.5f}; whole trajectory from y0: "
+        f"mean |error| {results['nonlinear_trajectory_error']:.4f}, max "
         f"{results['nonlinear_trajectory_max_error']:.4f}; "
         f"{results['nonlinear_seconds']:.1f} s"
     )

@@ -13,8 +13,10 @@ Run (small subset, one epoch, ODE-Net only; a few minutes on 2 CPU cores):
 
     python examples/mnist.py
     python examples/mnist.py --model all --memory-tols 1e-3 1e-5
-    python examples/mnist.py --model all --full --epochs 5   # needs MNIST prepared by tfds
-    python examples/mnist.py --model all --full --digits package  # 10,000 real digits, below
+    # needs MNIST prepared by tfds
+    python examples/mnist.py --model all --full --epochs 5
+    # 10,000 real digits, below
+    python examples/mnist.py --model all --full --digits package
 
 **Data.** MNIST comes from `tfds.load("mnist")`, which needs the data prepared
 in the tfds data directory (`--data-dir`, `$TFDS_DATA_DIR` or
@@ -64,9 +66,11 @@ STEP_ROUNDS = 5
 FULL_TRAIN_SIZE = 60_000
 MOCK_BANNER = (
     "!" * 78 + "\n"
-    "!! MOCK DATA: MNIST is not prepared here, so this run uses tfds.testing.mock_data:\n"
+    "!! MOCK DATA: MNIST is not prepared here, so this run uses "
+    "tfds.testing.mock_data:\n"
     "!! random pixels and random labels, and its 'test' split repeats the training\n"
-    "!! examples. Test error is MEANINGLESS (chance, or memorisation of the training set).\n"
+    "!! examples. Test error is MEANINGLESS (chance, or memorisation of the "
+    "training set).\n"
     "!! Parameters, memory, time and NFE are real measurements of the models.\n"
     "!! Prepare MNIST with tfds (see --data-dir), or pass --digits, for real results.\n"
     + "!"
@@ -111,7 +115,8 @@ def load_data(*, train_size, test_size, batch_size, data_dir, mock, full, seed):
     sizes = [train_size or FULL_TRAIN_SIZE, test_size or 10_000]
     with tfds.testing.mock_data(num_examples=max(sizes)):
         datasets = [load("train", sizes[0], True), load("test", sizes[1], False)]
-    # Mock datasets come from a generator of unknown length: give Keras's progress bar one.
+    # Mock datasets come from a generator of unknown length:
+    # give Keras's progress bar one.
     datasets = [
         ds.apply(tf.data.experimental.assert_cardinality(math.ceil(n / batch_size)))
         for ds, n in zip(datasets, sizes)
@@ -153,9 +158,8 @@ class StatsLogger(keras.callbacks.Callback):
                 "epoch": self.epoch,
                 "batch": batch,
                 "seconds": time.perf_counter() - self.batch_start,
-                "loss": float(
-                    logs.get("loss", float("nan"))
-                ),  # Keras: mean so far this epoch
+                # Keras: mean so far this epoch
+                "loss": float(logs.get("loss", float("nan"))),
                 "nfe": _maybe_float(logs.get(f"{ODE_BLOCK_NAME}_nfe")),
                 "backward_nfe": _maybe_float(
                     logs.get(f"{ODE_BLOCK_NAME}_backward_nfe")
@@ -169,8 +173,8 @@ def _maybe_float(x):
 
 
 def compile_model(model):
-    # Adam at 1e-3 (as the reference notebook) rather than the paper's SGD schedule for 160
-    # epochs: it gets somewhere within the one or few epochs a CPU affords.
+    # Adam at 1e-3 (as the reference notebook) rather than the paper's SGD schedule for
+    # 160 epochs: it gets somewhere within the one or few epochs a CPU affords.
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -284,9 +288,8 @@ def memory_probe(*, model, tol, weights_path, batch_path):
     compile_model(net)
     net.load_weights(weights_path)
     batch = np.load(batch_path)
-    net.train_on_batch(
-        batch["images"], batch["labels"]
-    )  # traces, creates optimizer slots
+    # traces, creates optimizer slots
+    net.train_on_batch(batch["images"], batch["labels"])
     before = tf.config.experimental.get_memory_info("CPU:0")["current"]
     tf.config.experimental.reset_memory_stats("CPU:0")
     logs = net.train_on_batch(batch["images"], batch["labels"], return_dict=True)
@@ -435,8 +438,9 @@ def plot_figure3(stats, path):
 
 def format_table(rows, memory_rows):
     header = (
-        "| model | data | test error | params | peak step memory (MiB) | epoch (s, wall) "
-        "| step (ms, interleaved) | full epoch (min, est.) | NFE fwd | NFE bwd |"
+        "| model | data | test error | params | peak step memory (MiB) "
+        "| epoch (s, wall) | step (ms, interleaved) | full epoch (min, est.) "
+        "| NFE fwd | NFE bwd |"
     )
     lines = [header, "|" + "---|" * 10]
     for r in rows:
@@ -588,12 +592,13 @@ def main(
         stats["models"][name]["step_ms"] = ms
     table = format_table(rows, memory_rows)
     notes = (
-        f"Data: {data_kind}. Epoch (s, wall): as logged by fit, the mean over epochs after "
-        "the first when there are several (the first includes ~20-60 s of tracing). Step: "
-        f"median of {STEP_ROUNDS} training steps per model after training, interleaved "
-        f"across models. Full epoch: step x {steps_full} steps. Peak step memory: peak "
-        "bytes of TensorFlow's CPU allocator during one training step above those held "
-        "before it (see the script). NFE: mean over the batches of the last epoch."
+        f"Data: {data_kind}. Epoch (s, wall): as logged by fit, the mean over epochs "
+        "after the first when there are several (the first includes ~20-60 s of "
+        f"tracing). Step: median of {STEP_ROUNDS} training steps per model after "
+        f"training, interleaved across models. Full epoch: step x {steps_full} steps. "
+        "Peak step memory: peak bytes of TensorFlow's CPU allocator during one "
+        "training step above those held before it (see the script). NFE: mean over "
+        "the batches of the last epoch."
     )
     if data_kind == "MOCK":
         notes = MOCK_BANNER + "\n\n" + notes

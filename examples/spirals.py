@@ -7,16 +7,16 @@ Accelerator: None
 ## Introduction
 
 A latent ODE is a variational autoencoder for time series. A GRU reads the observations
-`(x_i, t_i - t_(i-1))` backwards in time and outputs a Gaussian posterior over the latent
-initial state `z(t0)`; an ODE solver carries `z(t0)` through every observation time, and an
-MLP maps each `z(t_i)` back to data space. Because the decoder is a continuous-time flow,
-the model reads irregularly spaced observations and predicts at any time, in particular
-past the observed window.
+`(x_i, t_i - t_(i-1))` backwards in time and outputs a Gaussian posterior over the
+latent initial state `z(t0)`; an ODE solver carries `z(t0)` through every observation
+time, and an MLP maps each `z(t_i)` back to data space. Because the decoder is a
+continuous-time flow, the model reads irregularly spaced observations and predicts at
+any time, in particular past the observed window.
 
-The baseline keeps the encoder and the loss but decodes with a GRU fed the time gaps, as in
-the paper's Table 2. Both are trained on 100-point windows thinned to 30, 50 or 100 random
-observations; on held-out spirals we observe 30, 50 or 100 of the first 100 points and
-report the RMSE of the next 100 points against the noiseless trajectory.
+The baseline keeps the encoder and the loss but decodes with a GRU fed the time gaps, as
+in the paper's Table 2. Both are trained on 100-point windows thinned to 30, 50 or 100
+random observations; on held-out spirals we observe 30, 50 or 100 of the first 100
+points and report the RMSE of the next 100 points against the noiseless trajectory.
 
 Run `python examples/spirals.py` (a few minutes on 2 CPU cores) or `--full` for the long
 run. `--data notebook` switches from the paper's spirals to the reference notebook's
@@ -43,7 +43,8 @@ The observation counts of the paper's Table 2, and its numbers.
 """
 
 OBSERVATION_COUNTS = (30, 50, 100)
-# Chen et al. (2018), Table 2: predictive RMSE at 30/100, 50/100 and 100/100 observations.
+# Chen et al. (2018), Table 2:
+# predictive RMSE at 30/100, 50/100 and 100/100 observations.
 PAPER_RMSE = {
     "latent_ode": {30: 0.1642, 50: 0.1502, 100: 0.1346},
     "rnn": {30: 0.3937, 50: 0.3202, 100: 0.1813},
@@ -57,8 +58,8 @@ NAMES = {"latent_ode": "latent ODE", "rnn": "RNN"}
 reference curves, mirror images about `(-5, 0)` and `(5, 0)`, noise std 0.3), each a
 200-point window: 100 points to observe, 100 to predict. `torchdiffeq`: the same, but
 with the clockwise curve that code actually draws (hyperbolic: its radius runs from 0.8
-to 15, hard to extrapolate). `notebook`: random stable linear spirals over
-`[0, 31.45]`, noise std 0.02. Training batches take a random 100-point sub-span of each training
+to 15, hard to extrapolate). `notebook`: random stable linear spirals over `[0, 31.45]`,
+noise std 0.02. Training batches take a random 100-point sub-span of each training
 spiral and keep 30, 50 or 100 random points of it, so every sequence has its own times.
 """
 
@@ -131,10 +132,10 @@ def extrapolation_rmse(model, test, seed):
 
 def format_table(rmse, kind, num_test):
     lines = [
-        f"Extrapolation RMSE, {num_test} test spirals ({kind} data): n of the first 100 points "
-        "observed, the next 100 predicted",
-        f"{'observed':>9} {'latent ODE':>11} {'RNN':>8}   | paper Table 2: {'latent ODE':>10} "
-        f"{'RNN':>7}",
+        f"Extrapolation RMSE, {num_test} test spirals ({kind} data): "
+        "n of the first 100 points observed, the next 100 predicted",
+        f"{'observed':>9} {'latent ODE':>11} {'RNN':>8}   | paper Table 2: "
+        f"{'latent ODE':>10} {'RNN':>7}",
     ]
     for n in OBSERVATION_COUNTS:
         lines.append(
@@ -305,7 +306,8 @@ def main(
     rmse, seconds = {}, {}
     for key, model in models.items():
         print(
-            f"\nTraining the {NAMES[key]} ({model.count_params()} weights, {steps} steps)"
+            f"\nTraining the {NAMES[key]} "
+            f"({model.count_params()} weights, {steps} steps)"
         )
         schedule = keras.optimizers.schedules.CosineDecay(
             learning_rate, steps, alpha=0.05
@@ -316,9 +318,9 @@ def main(
             dataset,
             epochs=-(-steps // steps_per_epoch),
             steps_per_epoch=steps_per_epoch,
-            shuffle=False,
+            shuffle=False,  # the dataset draws its own random batches
             verbose=verbose,
-        )  # the dataset draws its own random batches
+        )
         seconds[key] = time.perf_counter() - start
         rmse[key] = extrapolation_rmse(model, test, seed)
 

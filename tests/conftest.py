@@ -14,5 +14,6 @@ from helpers import MODES  # noqa: E402
 
 @pytest.fixture(params=MODES)
 def mode(request):
-    """Execution regime: "eager", "graph" (`tf.function`) or "xla" (`jit_compile=True`)."""
+    """Execution regime:
+    "eager", "graph" (`tf.function`) or "xla" (`jit_compile=True`)."""
     return request.param

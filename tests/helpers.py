@@ -45,10 +45,8 @@ def assert_allclose(actual, desired, *, rtol=0.0, atol=0.0, err_msg=""):
     failing tolerance shows how far off the result is.
     """
     if not tf.nest.is_nested(actual):
-        actual, desired = (
-            [actual],
-            [np.asarray(desired)],
-        )  # `desired` may be a list of numbers
+        # `desired` may be a list of numbers
+        actual, desired = [actual], [np.asarray(desired)]
     tf.nest.assert_same_structure(actual, desired)
     leaves = list(zip(tf.nest.flatten(actual), tf.nest.flatten(desired)))
     for i, (a, d) in enumerate(leaves):
@@ -99,8 +97,9 @@ def fitted_slope(x, y):
 
 
 def write_digits_package(root, per_class, seed=0):
-    """Writes `root/src/digits/{0..9}.json` as the npm package stores them (pixels as
-    x / 255 rounded to 3 decimals, flat) and returns the uint8 images `[10, n, 28, 28]`."""
+    """Writes `root/src/digits/{0..9}.json` as the npm package stores them (pixels
+    as x / 255 rounded to 3 decimals, flat) and returns the uint8 images
+    `[10, n, 28, 28]`."""
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (10, per_class, 28, 28), dtype=np.uint8)
     folder = os.path.join(root, "src", "digits")

@@ -14,9 +14,9 @@ import numpy as np
 import tensorflow as tf
 from scipy import integrate, linalg
 
-# ---------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Closed forms
-# ---------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 # A damped rotation coupled to a decaying third component: complex eigenvalues
 # -0.1 ± 1.0i and -0.5, so solutions oscillate without growing or becoming stiff.
@@ -39,7 +39,8 @@ def linear_func(a=LINEAR_A):
 
 
 def linear_exact(y0, t0, t, a=LINEAR_A):
-    """`y(t) = expm(A (t - t0)) y0` for `y0` `[..., D]` and times `t` `[T]`: `[T, ..., D]`."""
+    """`y(t) = expm(A (t - t0)) y0`
+    for `y0` `[..., D]` and times `t` `[T]`: `[T, ..., D]`."""
     y0 = np.asarray(y0, np.float64)
     return np.stack(
         [y0 @ linalg.expm(a * (ti - t0)).T for ti in np.asarray(t, np.float64)]
@@ -47,19 +48,22 @@ def linear_exact(y0, t0, t, a=LINEAR_A):
 
 
 def cos_growth(t, y):
-    """`dy/dt = cos(t) y`, a non-autonomous linear ODE; `t` scalar or `[B]` for `y` `[B, ...]`."""
+    """`dy/dt = cos(t) y`, a non-autonomous linear ODE;
+    `t` scalar or `[B]` for `y` `[B, ...]`."""
     return _to_leaf(tf.cos(t), y) * y
 
 
 def cos_growth_exact(y0, t0, t):
-    """`y(t) = y0 exp(sin t - sin t0)`, for `t` `[T]` or `[T, B]` (`t0` `[B]`, `y0` `[B, ...]`)."""
+    """`y(t) = y0 exp(sin t - sin t0)`,
+    for `t` `[T]` or `[T, B]` (`t0` `[B]`, `y0` `[B, ...]`)."""
     y0, t0, t = (np.asarray(x, np.float64) for x in (y0, t0, t))
     growth = np.exp(np.sin(t) - np.sin(t0))  # [T] or [T, B]
     return growth.reshape(growth.shape + (1,) * (y0.ndim - growth.ndim + 1)) * y0
 
 
 def _to_leaf(x, y):
-    """Reshapes a scalar or `[B]` time-like tensor to broadcast against `y` `[B, ...]`."""
+    """Reshapes a scalar or `[B]` time-like tensor
+    to broadcast against `y` `[B, ...]`."""
     if x.shape.rank == 0:
         return x
     return tf.reshape(x, [-1] + [1] * (y.shape.rank - 1))
@@ -79,10 +83,11 @@ def oscillator_exact(x0, v0, t):
     return x, v
 
 
-# ---------------------------------------------------------------------------------------------
-# DETEST (Hull, Enright, Fellen & Sedgwick 1972, "Comparing numerical methods for ordinary
-# differential equations"), non-stiff classes A (scalar), B (small systems), D (orbits).
-# ---------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
+# DETEST (Hull, Enright, Fellen & Sedgwick 1972, "Comparing numerical methods for
+# ordinary differential equations"), non-stiff classes A (scalar), B (small
+# systems), D (orbits).
+# --------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +167,8 @@ def _two_body(t, y, xp):
 
 
 def _orbit_start(eccentricity):
-    """Perihelion of a Kepler orbit with unit semi-major axis and the given eccentricity."""
+    """Perihelion of a Kepler orbit
+    with unit semi-major axis and the given eccentricity."""
     e = eccentricity
     return (1 - e, 0.0, 0.0, float(np.sqrt((1 + e) / (1 - e))))
 

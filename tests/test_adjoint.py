@@ -98,7 +98,8 @@ GRAD_NAMES = ("dL/dy0", "dL/dt", "dL/dW1", "dL/db1", "dL/dW2", "dL/db2")
 
 
 def time_column(t, y):
-    """`t` (scalar, or `[B]` for per-sample grids) as a `[B, 1]` column for `y` `[B, D]`."""
+    """`t` (scalar, or `[B]` for per-sample grids)
+    as a `[B, 1]` column for `y` `[B, D]`."""
     return tf.broadcast_to(
         tf.reshape(tf.cast(t, y.dtype), [-1, 1]), [tf.shape(y)[0], 1]
     )
@@ -665,7 +666,8 @@ def test_unlisted_variable_raises(mode):
 
 
 def test_unlisted_variable_with_default_params_raises():
-    """A plain callable has no default parameters: every variable it reads is unlisted."""
+    """A plain callable has no default parameters:
+    every variable it reads is unlisted."""
     w = tf.Variable(-0.5, dtype=tf.float64, name="rate")
     with tf.GradientTape() as tape:
         ys = tfnode.odeint_adjoint(

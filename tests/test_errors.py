@@ -1,6 +1,6 @@
-"""Every error `odeint` reports: Python-time `ValueError`s that name the argument and echo
-what was received, and run-time failures (too many steps, step-size underflow, non-finite
-values, invalid times) in every execution regime. Nothing may hang."""
+"""Every error `odeint` reports: Python-time `ValueError`s that name the argument and
+echo what was received, and run-time failures (too many steps, step-size underflow,
+non-finite values, invalid times) in every execution regime. Nothing may hang."""
 
 import re
 
@@ -27,9 +27,9 @@ def call(y0=None, t=(0.0, 1.0), func=decay, **kwargs):
     return tfnode.odeint(func, y0, t, **kwargs)
 
 
-# ----------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Python time: configuration
-# ----------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("method", ["foo", "Dopri5", "rk45", None, 5])
@@ -63,8 +63,8 @@ def test_step_size_is_rejected_by_adaptive_methods(method):
     """`step_size` on an adaptive method is an error, not silently ignored."""
     with pytest.raises(
         ValueError,
-        match=rf"`step_size` is only used by fixed-step methods; method '{method}' is adaptive.*"
-        r"Received: step_size=0\.1",
+        match=rf"`step_size` is only used by fixed-step methods; method '{method}' "
+        r"is adaptive.*Received: step_size=0\.1",
     ):
         call(method=method, step_size=0.1)
 
@@ -104,7 +104,8 @@ def test_max_num_steps_must_be_a_positive_integer(value):
     with pytest.raises(
         ValueError,
         match=re.escape(
-            f"`max_num_steps` must be a positive integer. Received: max_num_steps={value!r}"
+            "`max_num_steps` must be a positive integer. "
+            f"Received: max_num_steps={value!r}"
         ),
     ):
         call(max_num_steps=value)
@@ -112,8 +113,8 @@ def test_max_num_steps_must_be_a_positive_integer(value):
 
 @pytest.mark.parametrize("method", sorted(SOLVERS))
 def test_max_num_steps_bounds_attempted_steps_exactly(method):
-    """A solve that needs N attempted steps succeeds with `max_num_steps=N` and fails with
-    N - 1 (no off-by-one either way)."""
+    """A solve that needs N attempted steps succeeds with `max_num_steps=N` and fails
+    with N - 1 (no off-by-one either way)."""
     options = {"step_size": 0.25} if not SOLVERS[method].adaptive else {}
     _, stats = call(method=method, return_stats=True, **options)
     attempts = int(stats.num_steps) + int(stats.num_rejected)
@@ -168,9 +169,9 @@ def test_misspelt_option_raises():
         call(method="rk4", step_sise=0.1)
 
 
-# ----------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Python time: the state and the times
-# ----------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("y0", [(), {}, []], ids=["tuple", "dict", "list"])
@@ -193,10 +194,12 @@ def test_empty_state(y0):
     ids=["int32", "numpy_int", "complex", "nested_int"],
 )
 def test_state_must_be_floating_point(y0, dtype):
-    """Integer or complex states (also inside a nested `y0`) are rejected, naming the dtype."""
+    """Integer or complex states (also inside a nested `y0`) are rejected,
+    naming the dtype."""
     with pytest.raises(
         ValueError,
-        match=rf"`y0` must be floating point \(float16, bfloat16, float32 or float64\)\. "
+        match=rf"`y0` must be floating point "
+        rf"\(float16, bfloat16, float32 or float64\)\. "
         rf"Received: y0 with dtype "
         rf"{dtype}\. Cast it first",
     ):
@@ -208,7 +211,8 @@ def test_state_dtypes_must_agree():
     with pytest.raises(
         ValueError,
         match=re.escape(
-            "Every tensor in `y0` must have the same dtype. Received dtypes ['float32', 'float64']"
+            "Every tensor in `y0` must have the same dtype. "
+            "Received dtypes ['float32', 'float64']"
         ),
     ):
         call(y0=(tf.ones([1]), tf.ones([1], tf.float64)))
@@ -236,13 +240,13 @@ def test_state_dtypes_must_agree():
     ],
 )
 def test_times_must_be_strictly_monotonic(t, received):
-    """Repeated, non-monotonic or non-finite times (in any column of a per-sample grid, which
-    must all run in one direction) are rejected with the values echoed."""
+    """Repeated, non-monotonic or non-finite times (in any column of a per-sample grid,
+    which must all run in one direction) are rejected with the values echoed."""
     with pytest.raises(
         ValueError,
         match=re.escape(
-            "`t` must be strictly increasing or strictly decreasing (in every column, for "
-            f"per-sample grids), with finite values. Received: t={received}"
+            "`t` must be strictly increasing or strictly decreasing (in every column, "
+            f"for per-sample grids), with finite values. Received: t={received}"
         ),
     ):
         call(t=t)
@@ -273,8 +277,8 @@ def test_times_must_be_rank_1_or_2(t, shape):
     with pytest.raises(
         ValueError,
         match=re.escape(
-            f"`t` must have shape [T] (one grid) or [T, B] (a grid per sample). Received: t with "
-            f"shape {shape}"
+            "`t` must have shape [T] (one grid) or [T, B] (a grid per sample). "
+            f"Received: t with shape {shape}"
         ),
     ):
         call(t=t)
@@ -302,21 +306,23 @@ def test_times_must_be_real(dtype):
     ids=["batch_mismatch", "scalar_state", "nested_leaf"],
 )
 def test_per_sample_times_need_matching_batch(y0, shape):
-    """`t` of shape [T, B] requires every leaf of `y0` to have a leading axis of size B."""
+    """`t` of shape [T, B] requires every leaf of `y0`
+    to have a leading axis of size B."""
     t = np.stack([np.linspace(0.0, 1.0, 4)] * 3, axis=1)  # [4, 3]
     with pytest.raises(
         ValueError,
         match=re.escape(
-            "A per-sample `t` of shape (4, 3) ([T, B]) needs every tensor in `y0` to have a "
-            f"leading batch axis of size B=3. Received: y0 with shape {shape}"
+            "A per-sample `t` of shape (4, 3) ([T, B]) needs every tensor in `y0` "
+            "to have a leading batch axis of size B=3. "
+            f"Received: y0 with shape {shape}"
         ),
     ):
         call(y0=y0, t=t)
 
 
-# ----------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Python (trace) time: the function
-# ----------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 def test_func_must_be_callable():
@@ -359,15 +365,16 @@ def test_func_must_be_callable():
     ids=["extra_leaf", "dict_keys", "unwrapped", "dtype", "shape", "rank"],
 )
 def test_func_output_must_match_state(func, y0, message, method):
-    """`func` returning the wrong structure, dtype or shape is caught on its first call."""
+    """`func` returning the wrong structure, dtype or shape
+    is caught on its first call."""
     step = {"step_size": 0.5} if not SOLVERS[method].adaptive else {}
     with pytest.raises(ValueError, match=message):
         call(y0=y0, func=func, method=method, **step)
 
 
-# ----------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Run time: failures found inside the solver loop, in every regime
-# ----------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 def _blow_up(t, y):
@@ -392,8 +399,9 @@ def _underflow_singularity():
 
 
 def _tolerance_below_eps():
-    # float32 cannot resolve a relative error of 1e-14 (eps ~ 1.2e-7): the embedded error
-    # estimate only meets it at steps ~1e-7 of the span, ~1e7 of them to reach `t[-1]`.
+    # float32 cannot resolve a relative error of 1e-14 (eps ~ 1.2e-7): the embedded
+    # error estimate only meets it at steps ~1e-7 of the span,
+    # ~1e7 of them to reach `t[-1]`.
     return call(
         y0=tf.ones([1]), rtol=1e-14, atol=1e-14, max_num_steps=50, return_stats=True
     )
@@ -424,9 +432,9 @@ RUNTIME_FAILURES = {
 
 @pytest.mark.parametrize("case", sorted(RUNTIME_FAILURES))
 def test_runtime_failure(mode, case):
-    """Eagerly and in `tf.function` a failed solve raises `InvalidArgumentError` with the
-    status's message; under XLA (assertions dropped) `stats.status` holds the code and every
-    output is NaN."""
+    """Eagerly and in `tf.function` a failed solve raises `InvalidArgumentError` with
+    the status's message; under XLA (assertions dropped) `stats.status` holds the code
+    and every output is NaN."""
     solve, status, max_num_steps = RUNTIME_FAILURES[case]
     message = status_message(status, max_num_steps=max_num_steps)
     if mode == "xla":
@@ -455,7 +463,8 @@ def _solve_runtime_times(t):
 )
 def test_times_known_only_at_run_time(t, mode):
     """Times whose values are unknown while tracing are checked when the solve runs:
-    `tf.function` raises the INVALID_TIMES message, XLA reports the status with NaN outputs."""
+    `tf.function` raises the INVALID_TIMES message,
+    XLA reports the status with NaN outputs."""
     t = np.array(t)
     signature = (tf.TensorSpec([None] * t.ndim, tf.float32),)
     solve = in_mode(_solve_runtime_times, mode, input_signature=signature)

@@ -18,8 +18,9 @@ ADAPTIVE = sorted(name for name, tableau in SOLVERS.items() if tableau.adaptive)
 # Eager mode runs ~40x slower than graph mode, so regime tests use tiny, loose solves.
 LOOSE = {"rtol": 1e-4, "atol": 1e-6}
 COARSE_STEP = 0.3
-# The same solve in eager, graph and XLA runs the same operations, except that XLA may fuse
-# and reorder floating-point arithmetic: results agree to a few ulps per step (float64).
+# The same solve in eager, graph and XLA runs the same operations, except that
+# XLA may fuse and reorder floating-point arithmetic: results agree to a few ulps
+# per step (float64).
 MODES_RTOL = 1e-12
 MODES_ATOL = 1e-14
 
@@ -30,7 +31,8 @@ def options(method):
 
 
 def _rotation(t, y):
-    """A damped rotation on `[..., 2]` with a time-dependent rate; `t` scalar or `[B]`."""
+    """A damped rotation on `[..., 2]` with a time-dependent rate;
+    `t` scalar or `[B]`."""
     rate = 1.0 + 0.5 * tf.sin(t)
     if rate.shape.rank:  # per-sample times [B] against components y[..., i] of [B, ...]
         rate = tf.reshape(rate, [-1] + [1] * (y.shape.rank - 2))
@@ -70,8 +72,8 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("method", METHODS)
 def test_modes_agree(mode, method, case):
-    """Eager, `tf.function` and XLA give the same outputs up to round-off and exactly the
-    same statistics; `ys[0]` is `y0` bit for bit in every regime."""
+    """Eager, `tf.function` and XLA give the same outputs up to round-off and exactly
+    the same statistics; `ys[0]` is `y0` bit for bit in every regime."""
     solve, y0, t = CASES[case]
     y0 = tf.nest.map_structure(tf.constant, y0)
     t = tf.constant(t, tf.float64)
@@ -149,8 +151,8 @@ def _solve_unknown_shapes(y0, t):
 
 @pytest.mark.parametrize("mode", ["graph", "xla"])
 def test_unknown_shapes_in_function(mode):
-    """Inside a `tf.function` whose input signature leaves the number of times and the batch
-    size unknown, `odeint` runs and matches the solve with known shapes."""
+    """Inside a `tf.function` whose input signature leaves the number of times and the
+    batch size unknown, `odeint` runs and matches the solve with known shapes."""
     signature = (
         tf.TensorSpec([None, 2], tf.float64),
         tf.TensorSpec([None], tf.float64),
@@ -182,7 +184,8 @@ def test_unknown_shapes_in_function(mode):
     ],
 )
 def test_state_dtype_decides(t, dtype):
-    """Outputs have `y0`'s dtype and `func` receives `t` in it, whatever type `t` came in."""
+    """Outputs have `y0`'s dtype and `func` receives `t` in it,
+    whatever type `t` came in."""
     seen = []
 
     def func(t, y):
@@ -267,20 +270,21 @@ def test_return_stats_types():
     )
 
 
-# ----------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Gradients by backprop through the solver ("RK-Net").
-# ----------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 # Tight tolerance so that the adaptive solution is smooth in its inputs to ~1e-10.
 GRAD_OPTIONS = {"dopri5": {"rtol": 1e-10, "atol": 1e-10}, "rk4": {"step_size": 0.1}}
-# Central differences in float64 with FD_STEP = 1e-4: truncation error ~FD_STEP**2 ~ 1e-8
-# relative; an adaptive step-sequence change would add ~tol / FD_STEP ~ 1e-6 at worst.
+# Central differences in float64 with FD_STEP = 1e-4: truncation error
+# ~FD_STEP**2 ~ 1e-8 relative; an adaptive step-sequence change would add
+# ~tol / FD_STEP ~ 1e-6 at worst.
 FD_STEP = 1e-4
 GRAD_ATOL = 2e-6
 # The loss projects `ys` on fixed random weights, so one gradient checks all outputs.
 LOSS_WEIGHTS = np.random.default_rng(0).normal(size=(3, 2))
-# Output times: no interval is a multiple of rk4's step 0.1, so perturbations of `t` never
-# change the number of fixed steps.
+# Output times: no interval is a multiple of rk4's step 0.1, so perturbations of `t`
+# never change the number of fixed steps.
 GRAD_T = np.array([0.0, 0.37, 1.03])
 
 
@@ -302,8 +306,8 @@ def _grad(y0, t, theta, method):
 @pytest.mark.parametrize("mode", ["graph", "xla"])
 @pytest.mark.parametrize("method", sorted(GRAD_OPTIONS))
 def test_gradients_match_finite_differences(method, mode):
-    """Backprop gradients for `y0`, every `t[i]` and a parameter closed over by `func` match
-    central finite differences (float64), in graph mode and under XLA."""
+    """Backprop gradients for `y0`, every `t[i]` and a parameter closed over by `func`
+    match central finite differences (float64), in graph mode and under XLA."""
     x = np.concatenate([[1.0, 0.5], GRAD_T, [1.3]])
 
     def split(x):

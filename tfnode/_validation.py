@@ -37,9 +37,9 @@ def check_options(
         if step_size is not None:
             hint = " (set the initial step with `first_step`)" if not prefix else ""
             raise ValueError(
-                f"`{step_}` is only used by fixed-step methods; method {tableau.name!r} "
-                f"is adaptive and chooses its own steps from `{rtol_}` and `{atol_}`{hint}. "
-                f"Received: {step_}={step_size!r}"
+                f"`{step_}` is only used by fixed-step methods; "
+                f"method {tableau.name!r} is adaptive and chooses its own steps "
+                f"from `{rtol_}` and `{atol_}`{hint}. Received: {step_}={step_size!r}"
             )
         _positive(rtol_, rtol)
         _positive(atol_, atol)
@@ -76,8 +76,8 @@ def check_state(y0):
         if leaf.dtype not in _FLOAT_DTYPES:
             raise ValueError(
                 "`y0` must be floating point (float16, bfloat16, float32 or float64). "
-                "Received: y0 with "
-                f"dtype {leaf.dtype.name}. Cast it first, e.g. `tf.cast(y0, tf.float32)`."
+                f"Received: y0 with dtype {leaf.dtype.name}. "
+                "Cast it first, e.g. `tf.cast(y0, tf.float32)`."
             )
     dtypes = {leaf.dtype for leaf in leaves}
     if len(dtypes) > 1:
@@ -121,9 +121,9 @@ def check_times(t, dtype, y0):
                 and leaf.shape[0] != batch
             ):
                 raise ValueError(
-                    f"A per-sample `t` of shape {t.shape} ([T, B]) needs every tensor in `y0` "
-                    f"to have a leading batch axis of size B={batch}. Received: y0 with "
-                    f"shape {leaf.shape}"
+                    f"A per-sample `t` of shape {t.shape} ([T, B]) needs every tensor "
+                    f"in `y0` to have a leading batch axis of size B={batch}. "
+                    f"Received: y0 with shape {leaf.shape}"
                 )
     value = tf.get_static_value(t)
     if value is None:
@@ -162,9 +162,10 @@ def flat_func(func, structure):
             tf.nest.assert_same_structure(structure, dy)
         except (ValueError, TypeError) as e:
             raise ValueError(
-                "`func(t, y)` must return dy/dt with the structure of `y`. "
-                f"Received: {tf.nest.map_structure(lambda x: getattr(x, 'shape', x), dy)!r} "
-                f"for y0 of structure {tf.nest.map_structure(lambda x: x.shape, structure)!r}"
+                "`func(t, y)` must return dy/dt with the structure of `y`. Received: "
+                f"{tf.nest.map_structure(lambda x: getattr(x, 'shape', x), dy)!r} "
+                "for y0 of structure "
+                f"{tf.nest.map_structure(lambda x: x.shape, structure)!r}"
             ) from e
         out = []
         for leaf, d in zip(y, tf.nest.flatten(dy)):
@@ -176,7 +177,8 @@ def flat_func(func, structure):
                 )
             if not d.shape.is_compatible_with(leaf.shape):
                 raise ValueError(
-                    f"`func(t, y)` must return the shape of `y` ({leaf.shape}). Received: {d.shape}"
+                    f"`func(t, y)` must return the shape of `y` ({leaf.shape}). "
+                    f"Received: {d.shape}"
                 )
             out.append(d)
         return out

@@ -152,7 +152,8 @@ def odeint_adjoint(
     """
     if adjoint_norm not in _NORMS:
         raise ValueError(
-            f"`adjoint_norm` must be one of {_NORMS}. Received: adjoint_norm={adjoint_norm!r}"
+            f"`adjoint_norm` must be one of {_NORMS}. "
+            f"Received: adjoint_norm={adjoint_norm!r}"
         )
     options = dict(
         rtol=rtol,

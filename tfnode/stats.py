@@ -31,9 +31,10 @@ def status_message(status: Status | int, *, max_num_steps: int) -> str:
         ),
         Status.STEP_SIZE_UNDERFLOW: (
             # No apostrophes: graph-mode assertions print the message C-escaped (\').
-            "The step size of the ODE solver underflowed: the error estimate stayed above "
-            "tolerance at steps too small to advance time. Loosen `rtol`/`atol`, "
-            "use float64, or check the dynamics for a singularity or stiffness."
+            "The step size of the ODE solver underflowed: the error estimate "
+            "stayed above tolerance at steps too small to advance time. "
+            "Loosen `rtol`/`atol`, use float64, or check the dynamics for a "
+            "singularity or stiffness."
         ),
         Status.NONFINITE: (
             "The ODE solver met a non-finite (NaN or Inf) state or derivative. "

@@ -11,7 +11,8 @@ import tensorflow_datasets as tfds
 
 from tfnode.data.mnist import MEAN, STD, MNISTNotFoundError, load_mnist
 
-# Normalised pixels lie in [(0 - MEAN) / STD, (1 - MEAN) / STD]; float32 round-off aside.
+# Normalised pixels lie in [(0 - MEAN) / STD, (1 - MEAN) / STD];
+# float32 round-off aside.
 PIXEL_ATOL = 1e-5
 
 

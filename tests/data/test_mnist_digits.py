@@ -19,7 +19,8 @@ from tfnode.data.mnist_digits import (
 
 PER_CLASS = 6
 # Standardised pixels are at most (1 - MEAN) / STD ~ 2.8: float32 round-off (eps 1.2e-7)
-# stays below 1e-6, so 1e-5 fails on any wrong pixel (one grey level is 1 / (255 * STD) = 0.013).
+# stays below 1e-6, so 1e-5 fails on any wrong pixel (one grey level is
+# 1 / (255 * STD) = 0.013).
 PIXEL_ATOL = 1e-5
 
 

@@ -54,9 +54,8 @@ def test_linear_spirals_solve_their_linear_ode():
     data = spirals.linear_spirals(6, t_max=6.29 * 5, seed=5)
     dt = float(data.t[1] - data.t[0])
     for x in data.x_true.astype(np.float64):
-        step = np.linalg.lstsq(x[:-1], x[1:], rcond=None)[
-            0
-        ].T  # x_(k+1) = expm(W dt) x_k
+        # x_(k+1) = expm(W dt) x_k
+        step = np.linalg.lstsq(x[:-1], x[1:], rcond=None)[0].T
         w = scipy.linalg.logm(step).real / dt
         assert np.all(np.linalg.eigvals(w).real < 0)  # stable
         expected = np.stack([scipy.linalg.expm(w * t) @ x[0] for t in data.t])
@@ -109,9 +108,8 @@ def test_dataset_batches():
         n = t.shape[1]
         seen_n.add(n)
         assert x.shape == (8, n, 2) and t.shape == (8, n) and x.dtype == np.float32
-        assert np.all(
-            np.diff(t, axis=1) > 0
-        )  # every per-sample grid strictly increasing
+        # every per-sample grid strictly increasing
+        assert np.all(np.diff(t, axis=1) > 0)
         index = np.rint(t / data.t[1]).astype(int)
         assert_allclose(data.t[index], t, atol=1e-5)  # times lie on the data grid
         assert np.all(index[:, -1] - index[:, 0] < 100)  # within one sub-span of 100

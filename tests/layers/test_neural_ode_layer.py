@@ -220,9 +220,8 @@ def test_adjoint_gradients_match_direct_backprop_float64():
     func = mlp(dtype="float64")
     y0 = tf.constant(data(dtype="float64"))
     t = tf.constant([0.0, 0.5, 1.0], tf.float64)
-    weights = tf.constant([1.0, 2.0, 3.0], tf.float64)[
-        None, :, None
-    ]  # one weight per time
+    # one weight per time
+    weights = tf.constant([1.0, 2.0, 3.0], tf.float64)[None, :, None]
     grads = {}
     for adjoint in (True, False):
         layer = tfnode.NeuralODELayer(

@@ -144,9 +144,8 @@ def test_ode_func_base():
     out = tfnode.ODEFunc.concat_time(
         tf.constant(2.0, tf.float64), tf.zeros([3], tf.float64)
     )
-    np.testing.assert_array_equal(
-        out, [0.0, 0.0, 0.0, 2.0]
-    )  # unbatched, cast to y's dtype
+    # unbatched, cast to y's dtype
+    np.testing.assert_array_equal(out, [0.0, 0.0, 0.0, 2.0])
 
 
 @keras.saving.register_keras_serializable(package="test_layers")
@@ -179,7 +178,8 @@ def test_user_ode_func_in_the_layer(tmp_path):
         expected_num_trainable_weights=1,
         expected_num_params=D * D,
         tmp_path=tmp_path,
-        run_training_check=False,  # the NeuralODELayer tests train; this is about Linear
+        # the NeuralODELayer tests train; this is about Linear
+        run_training_check=False,
     )
     y0 = np.random.default_rng(2).normal(size=(B, D)).astype("float32")
     A = np.asarray(model.layers[-1].func.A, np.float64)

@@ -115,6 +115,5 @@ def test_one_training_step_on_mock_data(name, mock_batches):
     }.get(name, set())
     assert nfe_keys == expected_keys
     for key in nfe_keys:
-        assert (
-            history[key][0] >= 6
-        )  # at least one dopri5 step (FSAL: 6 new evaluations)
+        # at least one dopri5 step (FSAL: 6 new evaluations)
+        assert history[key][0] >= 6

@@ -81,7 +81,8 @@ def test_negative_elbo_matches_a_hand_computation():
     z = mean[:, None, :] + b_dyn * (t - t[:, :1])[..., None]
     (w1, b1), (w2, b2) = _weights(model.readout)[:2], _weights(model.readout)[2:]
     x_pred = np.maximum(z @ w1 + b1, 0) @ w2 + b2
-    # -log N(x; x_pred, noise_std^2) summed over times and features; KL(N(mean, var) || N(0, 1)).
+    # -log N(x; x_pred, noise_std^2) summed over times and features;
+    # KL(N(mean, var) || N(0, 1)).
     expected_rec = np.sum(
         0.5 * ((x - x_pred) / noise_std) ** 2
         + np.log(noise_std)
@@ -236,7 +237,8 @@ def test_fit_lowers_the_loss(kind):
         {"ode_nfe"} if kind == "ode" else set()
     )
     assert set(history) == expected
-    # Epoch means: the last at most half the first (the untrained loss is ~100x the noise floor).
+    # Epoch means: the last at most half the first
+    # (the untrained loss is ~100x the noise floor).
     assert history["loss"][-1] < 0.5 * history["loss"][0], history["loss"]
     if kind == "ode":
         assert min(history["ode_nfe"]) > 0

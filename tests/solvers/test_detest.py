@@ -2,9 +2,10 @@
 `scipy.integrate.solve_ivp(method="DOP853", rtol=1e-12, atol=1e-12)`.
 
 Global errors of a tolerance-controlled solve are not bounded by the tolerance (the
-eccentric orbit D5 amplifies local errors ~1e3-fold over [0, 20]), so each error is judged
-against scipy's own explicit Runge-Kutta pair of the same order at the same tolerance and
-error norm: a correct solver lands within a small factor of it, a broken one does not.
+eccentric orbit D5 amplifies local errors ~1e3-fold over [0, 20]), so each error is
+judged against scipy's own explicit Runge-Kutta pair of the same order at the same
+tolerance and error norm: a correct solver lands within a small factor of it, a
+broken one does not.
 """
 
 import functools
@@ -25,8 +26,9 @@ TOL = 1e-8
 # scipy's pair of the same order: Bogacki-Shampine 3(2) is the very pair of bosh3, and
 # Dormand-Prince 5(4) that of dopri5 (tsit5 is a 5(4) pair too).
 PEER_BY_ORDER = {3: "RK23", 5: "RK45"}
-# Same pair and norm, different step-size controller (PI vs scipy's I controller): steps
-# land elsewhere and errors differ by a small factor either way (measured <= 1.2 at 1e-8).
+# Same pair and norm, different step-size controller (PI vs scipy's I controller):
+# steps land elsewhere and errors differ by a small factor either way
+# (measured <= 1.2 at 1e-8).
 PEER_FACTOR = 5.0
 # Below this the DOP853 reference itself (at 1e-12 over [0, 20]) is not trustworthy.
 REFERENCE_ERROR = 1e-10
@@ -78,8 +80,8 @@ def _solve(y0, t, problem, method):
 @pytest.mark.parametrize("method", ADAPTIVE)
 @pytest.mark.parametrize("problem", PROBLEMS)
 def test_detest(problem, method):
-    """tfnode's global error on the problem is within a small factor of scipy's same-order
-    Runge-Kutta pair at the same tolerance."""
+    """tfnode's global error on the problem is within a small factor of scipy's
+    same-order Runge-Kutta pair at the same tolerance."""
     order = SOLVERS[method].order
     ys, stats = in_mode(_solve, "graph")(
         tf.constant(problem.y0, tf.float64), tf.constant(TIMES), problem, method
@@ -88,6 +90,7 @@ def test_detest(problem, method):
     error = float(np.max(np.abs(ys.numpy() - reference(problem))))
     allowed = PEER_FACTOR * max(peer_error(problem, order), REFERENCE_ERROR)
     assert error <= allowed, (
-        f"{problem.name}/{method}: max error {error:.3e} vs scipy {PEER_BY_ORDER[order]} "
-        f"{peer_error(problem, order):.3e} (allowed {allowed:.3e}), {int(stats.num_steps)} steps"
+        f"{problem.name}/{method}: max error {error:.3e} "
+        f"vs scipy {PEER_BY_ORDER[order]} {peer_error(problem, order):.3e} "
+        f"(allowed {allowed:.3e}), {int(stats.num_steps)} steps"
     )

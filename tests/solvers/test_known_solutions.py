@@ -22,16 +22,18 @@ METHODS = sorted(SOLVERS)
 ADAPTIVE = sorted(name for name, tableau in SOLVERS.items() if tableau.adaptive)
 DTYPES = (tf.float32, tf.float64)
 
-# Adaptive solves use rtol = atol = TOL[dtype]: 1e-6 is ~10 float32 epsilons, the tightest
-# tolerance float32 can honour; 1e-10 leaves float64 room below it for round-off.
+# Adaptive solves use rtol = atol = TOL[dtype]: 1e-6 is ~10 float32 epsilons,
+# the tightest tolerance float32 can honour; 1e-10 leaves float64 room below it
+# for round-off.
 TOL = {tf.float32: 1e-6, tf.float64: 1e-10}
 # On these smooth problems over a few time units, whose solutions do not grow fast, the
 # global error of a tolerance-controlled solve stays within a small multiple of the
 # tolerance (local errors of size ~tol, relative to |y|, accumulate over tens of steps);
 # measured at most 4.5x here.
 GLOBAL_ERROR_FACTOR = 10.0
-# Fixed-step solves use steps of at most STEP; their global error is C * STEP**order with an
-# error constant C of order one on these problems (measured at most 0.8, for Euler).
+# Fixed-step solves use steps of at most STEP; their global error is
+# C * STEP**order with an error constant C of order one on these problems (measured
+# at most 0.8, for Euler).
 STEP = 0.01
 ERROR_CONSTANT = 2.0
 # Round-off accumulated over a few hundred steps of states of size ~1: ~100 ulps.
@@ -66,8 +68,9 @@ def _solve_linear(y0, t, method):
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids(DTYPES))
 @pytest.mark.parametrize("method", METHODS)
 def test_linear_system_vs_expm(method, dtype):
-    """`dy/dt = A y` at 101 output times matches `expm(A t) y0`, with `ys[0]` equal to `y0`
-    bit for bit; solving back along the reversed times returns the same trajectory."""
+    """`dy/dt = A y` at 101 output times matches `expm(A t) y0`, with `ys[0]`
+    equal to `y0` bit for bit; solving back along the reversed times returns
+    the same trajectory."""
     y0 = np.array([[1.0, 0.5, -0.3], [-2.0, 0.1, 0.7]], dtype.as_numpy_dtype)  # [B, D]
     t = np.linspace(0.0, 2.0, 101)
     _, error = solver_options(method, dtype)
@@ -95,7 +98,8 @@ def _twice(error):
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("direction", ["forward", "reversed"])
 def test_time_dependent_rhs(method, direction):
-    """`dy/dt = cos(t) y` matches `y0 exp(sin t - sin t0)`, forwards and with `t` decreasing."""
+    """`dy/dt = cos(t) y` matches `y0 exp(sin t - sin t0)`,
+    forwards and with `t` decreasing."""
     y0 = np.array([1.0, -0.5])
     t = np.linspace(-1.0, 3.0, 5)
     if direction == "reversed":
@@ -133,8 +137,8 @@ def _solve_per_sample(y0, t, method):
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("direction", ["forward", "reversed"])
 def test_per_sample_grids(method, direction):
-    """`t` of shape [T, B]: `func` receives `t` of shape [B], and each sample matches both its
-    closed form and a separate solve on its own grid."""
+    """`t` of shape [T, B]: `func` receives `t` of shape [B], and each sample matches
+    both its closed form and a separate solve on its own grid."""
     t = _per_sample_times(direction)  # [T, B]
     y0 = np.array([[1.0, 2.0], [-0.5, 0.3], [0.2, -1.0]])  # [B, D]
     _, error = solver_options(method, tf.float64)
@@ -168,8 +172,8 @@ SAME_ARITHMETIC_RTOL = 1e-12
 
 @pytest.mark.parametrize("method", METHODS)
 def test_nested_state(method):
-    """A state `(x, {"v": v})` keeps its structure, matches the harmonic oscillator's closed
-    form, and equals the solve of the same system as one stacked tensor."""
+    """A state `(x, {"v": v})` keeps its structure, matches the harmonic oscillator's
+    closed form, and equals the solve of the same system as one stacked tensor."""
     x0, v0 = np.array([1.0, 0.0, 0.5]), np.array([0.0, 1.0, -0.2])
     t = np.linspace(0.0, 3.0, 7)
     y0 = (tf.constant(x0), {"v": tf.constant(v0)})
@@ -186,8 +190,9 @@ def test_nested_state(method):
 
 @pytest.mark.parametrize("method", ADAPTIVE)
 def test_dense_output_does_not_change_steps(method):
-    """Two different sets of 99 interior output times take exactly the same steps (outputs
-    come from dense interpolation, not from shortened steps) and give the same final state."""
+    """Two different sets of 99 interior output times take exactly the same steps
+    (outputs come from dense interpolation, not from shortened steps) and give the
+    same final state."""
     y0 = tf.constant([[1.0, 0.5, -0.3], [-2.0, 0.1, 0.7]], tf.float64)
     uniform = np.linspace(0.0, 2.0, 101)
     clustered = 2.0 * np.linspace(0.0, 1.0, 101) ** 3  # most outputs early, few late

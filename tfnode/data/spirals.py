@@ -139,9 +139,8 @@ def _rotating_entries(rng, n):
     w12 = np.abs(rng.standard_normal(n))
     w21 = -np.abs(rng.standard_normal(n))
     while True:
-        bad = (
-            -w12 * w21 <= 0.25 * (w11 - w22) ** 2
-        )  # discriminant >= 0: real eigenvalues
+        # discriminant >= 0: real eigenvalues
+        bad = -w12 * w21 <= 0.25 * (w11 - w22) ** 2
         if not bad.any():
             return w11, w22, w12, w21
         k = int(bad.sum())
@@ -218,8 +217,9 @@ def paper_spirals(
     last_start = num_total - window
     if last_start < num_observed:
         raise ValueError(
-            "`num_total` must be at least `2 * num_observed + num_future`, so that windows "
-            f"can start away from the curve's beginning. Received: num_total={num_total}, "
+            "`num_total` must be at least `2 * num_observed + num_future`, "
+            "so that windows can start away from the curve's beginning. "
+            f"Received: num_total={num_total}, "
             f"num_observed={num_observed}, num_future={num_future}"
         )
     rng = np.random.default_rng(seed)

@@ -113,8 +113,11 @@ class NeuralODELayer(keras.layers.Layer):
     Example:
 
     >>> inputs = keras.Input((2,))
-    >>> ode = tfnode.NeuralODELayer(tfnode.MLPODEFunc(hidden_units=(16,)), t=(0.0, 0.5, 1.0),
-    ...                             return_sequences=True)
+    >>> ode = tfnode.NeuralODELayer(
+    ...     tfnode.MLPODEFunc(hidden_units=(16,)),
+    ...     t=(0.0, 0.5, 1.0),
+    ...     return_sequences=True,
+    ... )
     >>> model = keras.Model(inputs, ode(inputs))
     >>> model(tf.ones([4, 2])).shape
     TensorShape([4, 3, 2])
@@ -153,9 +156,8 @@ class NeuralODELayer(keras.layers.Layer):
             )
         times, _ = _validation.check_times(t, tf.float64, [])
         self.t = tuple(float(x) for x in times.numpy())
-        if not isinstance(
-            method, str
-        ):  # a tableau object would not serialise in get_config
+        # a tableau object would not serialise in get_config
+        if not isinstance(method, str):
             raise ValueError(
                 f"`method` must be a method name, one of {sorted(solvers.SOLVERS)}. "
                 f"Received: method={method!r}"
@@ -264,14 +266,14 @@ class NeuralODELayer(keras.layers.Layer):
             return t
         if t.shape.rank != 2:
             raise ValueError(
-                "`t` must have shape [T] or [B, T] (a grid per sample). Received: t with "
-                f"shape {t.shape}"
+                "`t` must have shape [T] or [B, T] (a grid per sample). "
+                f"Received: t with shape {t.shape}"
             )
         # Checked here so that errors speak of [B, T], not odeint's [T, B].
         if None not in (t.shape[0], y0.shape[0]) and t.shape[0] != y0.shape[0]:
             raise ValueError(
-                "`t` of shape [B, T] needs one row of times per sample of `y0`. Received: "
-                f"t with shape {t.shape} for y0 with shape {y0.shape}"
+                "`t` of shape [B, T] needs one row of times per sample of `y0`. "
+                f"Received: t with shape {t.shape} for y0 with shape {y0.shape}"
             )
         value = tf.get_static_value(t)
         if value is not None:
@@ -281,8 +283,9 @@ class NeuralODELayer(keras.layers.Layer):
             ):
                 raise ValueError(
                     "`t` of shape [B, T] must hold a strictly increasing or strictly "
-                    "decreasing grid in each row, all in the same direction, with finite "
-                    f"values. Received: t={np.array2string(value, threshold=20)}"
+                    "decreasing grid in each row, all in the same direction, "
+                    "with finite values. "
+                    f"Received: t={np.array2string(value, threshold=20)}"
                 )
         return tf.transpose(t)  # [B, T] -> [T, B], time-major for odeint
 

@@ -118,8 +118,8 @@ class MLPODEFunc(ODEFunc):
             for u in hidden_units
         ):
             raise ValueError(
-                "`hidden_units` must be a sequence of positive integers, e.g. (64, 64). "
-                f"Received: hidden_units={hidden_units!r}"
+                "`hidden_units` must be a sequence of positive integers, "
+                f"e.g. (64, 64). Received: hidden_units={hidden_units!r}"
             )
         self.hidden_units = tuple(int(u) for u in hidden_units)
         self.activation = keras.activations.get(activation)

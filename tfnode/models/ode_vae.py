@@ -38,8 +38,8 @@ def _unpack(inputs):
     if isinstance(inputs, (tuple, list)) and len(inputs) == 2:
         return inputs[0], inputs[1]
     raise ValueError(
-        'Latent VAE inputs must be a dict {"x": [B, T, D], "t": [B, T]} or a pair (x, t). '
-        f"Received: {type(inputs).__name__}"
+        'Latent VAE inputs must be a dict {"x": [B, T, D], "t": [B, T]} '
+        f"or a pair (x, t). Received: {type(inputs).__name__}"
     )
 
 
@@ -92,8 +92,8 @@ class AbstractLatentVAE(keras.Model):
         super().__init__(**kwargs)
         if int(obs_dim) < 1 or int(latent_dim) < 1 or int(encoder_units) < 1:
             raise ValueError(
-                "`obs_dim`, `latent_dim` and `encoder_units` must be positive integers. "
-                f"Received: obs_dim={obs_dim}, latent_dim={latent_dim}, "
+                "`obs_dim`, `latent_dim` and `encoder_units` must be positive "
+                f"integers. Received: obs_dim={obs_dim}, latent_dim={latent_dim}, "
                 f"encoder_units={encoder_units}"
             )
         if not noise_std > 0:
@@ -142,9 +142,8 @@ class AbstractLatentVAE(keras.Model):
         """
         x = tf.convert_to_tensor(x, self.compute_dtype)
         t = _batch_times(t, tf.shape(x)[0], x.dtype)
-        h = self.encoder_rnn(
-            tf.concat([x, time_gaps(t)], -1)
-        )  # reads x_T first, x_0 last
+        # reads x_T first, x_0 last
+        h = self.encoder_rnn(tf.concat([x, time_gaps(t)], -1))
         z_mean, z_log_var = tf.split(self.encoder_head(h), 2, axis=-1)
         return z_mean, z_log_var
 

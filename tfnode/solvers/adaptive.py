@@ -13,8 +13,9 @@ from tfnode.stats import SolverStats, Status, in_xla_context
 
 # Stands in for a non-finite error ratio so that the step is rejected and shrunk.
 _LARGE_RATIO = 1e10
-# A step below this many machine epsilons of the unit time `u` reached cannot advance it.
-# Relative to `u`, not to the whole span: short steps early in a long span are legal.
+# A step below this many machine epsilons of the unit time `u` reached cannot
+# advance it. Relative to `u`, not to the whole span: short steps early in a
+# long span are legal.
 _UNDERFLOW_EPS = 10.0
 
 
@@ -108,7 +109,8 @@ def solve(
             k_next = g(u_new, y1)
             nfe += 1
         if fill is _fill_shared_graph:
-            # Graph mode: no inner loop, no interpolant unless an output falls in the step.
+            # Graph mode: no inner loop,
+            # no interpolant unless an output falls in the step.
             ks_dense = ks if tableau.fsal else ks + [k_next]
             idx, ys = fill(
                 u_out, num_times, idx, ys, u, dt, u_new, y, ks_dense, accept, dense
@@ -239,8 +241,8 @@ def _fill_per_sample(u_out, num_times, idx, ys, u, dt, u_new, coeffs, accept):
 
 
 def _dense_output_matrix(tableau):
-    """`P` `[4, s']`: the step's interpolant is `y + dt * sum_p theta^(p+1) (P k)[p]` over
-    the stages `k` (plus `f(y1)` as an extra stage for non-FSAL methods).
+    """`P` `[4, s']`: the step's interpolant is `y + dt * sum_p theta^(p+1) (P k)[p]`
+    over the stages `k` (plus `f(y1)` as an extra stage for non-FSAL methods).
 
     The rows are `interpolation.quartic`/`hermite` (the one source of the formulas)
     applied to the stage weights: with `y = 0`, `dt = 1` and each quantity written as
