@@ -3,6 +3,7 @@
 
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -10,9 +11,9 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# setup.cfg pins the same version in the `test` extra: formatting output changes
-# between ruff versions, so another version may disagree with the committed tree.
-PINNED = "0.17.6"
+# setup.cfg pins ruff in the `test` extra: formatting output changes between ruff
+# versions, so another version may disagree with the committed tree.
+PINNED = re.search(r"ruff==([\w.]+)", (ROOT / "setup.cfg").read_text()).group(1)
 # Each check, and the command that fixes what it reports.
 CHECKS = {
     "check": (["check", "."], "ruff check --fix ."),
@@ -48,11 +49,15 @@ def _run(*command):
 def test_ruff(check):
     ruff = _ruff()
     args, fix = CHECKS[check]
+    version = _run(ruff, "--version").stdout.strip()
+    assert version.split()[-1] == PINNED, (
+        f"{version} at {ruff}, but setup.cfg pins ruff=={PINNED}, whose formatting the "
+        f"tree follows: `pip install ruff=={PINNED}`"
+    )
     # --no-cache: leave no .ruff_cache in the tree; the whole run takes < 1 s.
     result = _run(ruff, *args, "--no-cache")
-    version = _run(ruff, "--version").stdout.strip()
     assert result.returncode == 0, (
-        f"`ruff {' '.join(args)}` failed in {ROOT} ({version} at {ruff}; setup.cfg "
-        f"pins ruff=={PINNED}). Run `{fix}` there, or fix by hand what it cannot.\n"
+        f"`ruff {' '.join(args)}` failed in {ROOT} ({version} at {ruff}). "
+        f"Run `{fix}` there, or fix by hand what it cannot.\n"
         f"{result.stdout}{result.stderr}"
     )

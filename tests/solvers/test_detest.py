@@ -27,16 +27,19 @@ TOL = 1e-8
 # scipy's pair of the same order: Bogacki-Shampine 3(2) is the very pair of bosh3, and
 # Dormand-Prince 5(4) that of dopri5 (tsit5 is a 5(4) pair too).
 PEER_BY_ORDER = {3: "RK23", 5: "RK45"}
-# Same pair and norm, different step-size controller (PI vs scipy's I controller):
-# steps land elsewhere and errors differ by a small factor either way
-# (measured <= 1.2 at 1e-8).
+# Same norm, different step-size controller (PI vs scipy's I controller), and for
+# tsit5 a different pair: steps land elsewhere and errors differ by a small factor.
+# Measured max error / scipy's over the 13 problems at 1e-8: dopri5 0.10-0.86, bosh3
+# 0.29-0.89, tsit5 0.26-3.77 (A1; tsit5's own error estimate allows larger steps).
 PEER_FACTOR = 5.0
-# The methods that are scipy's very pairs, with the same error norm.
-SAME_PAIR = {"bosh3": "RK23", "dopri5": "RK45"}
-# Only the step-size controllers differ. Evaluation ratios over all 13 problems at
-# 1e-8: dopri5 0.95-1.09 and bosh3 1.04-1.07 with tfnode's default PI gains (dopri5
-# errors 0.1-0.9x scipy's); with Gustafsson's (beta 0.7 / 0.4), which kept steps far
-# below tolerance, dopri5 spent 1.08-1.36x and bosh3 1.25-1.30x.
+# The methods that are scipy's very pairs (same tableau, same error norm).
+SAME_PAIR = {
+    method: PEER_BY_ORDER[SOLVERS[method].order] for method in ("bosh3", "dopri5")
+}
+# Only the step-size controllers differ. Evaluation ratios per problem at 1e-8: dopri5
+# 0.95-1.09 and bosh3 1.04-1.07 with tfnode's default PI gains; with Gustafsson's
+# (beta 0.7 / 0.4), which kept steps far below tolerance, dopri5 spent 1.08-1.36x and
+# bosh3 1.25-1.30x (and this test failed on A3/bosh3, B5/bosh3 and B5/dopri5).
 PEER_NFE_FACTOR = 1.15
 # Below this the DOP853 reference itself (at 1e-12 over [0, 20]) is not trustworthy.
 REFERENCE_ERROR = 1e-10
@@ -57,7 +60,7 @@ def reference(problem):
     return problem.reference(TIMES)
 
 
-class Solve(NamedTuple):
+class Result(NamedTuple):
     error: float  # max absolute error against `reference`
     nfe: int
 
@@ -76,7 +79,7 @@ def peer(problem, order):
     )
     assert sol.success, sol.message
     error = float(np.max(np.abs(sol.y.T - reference(problem))))
-    return Solve(error, sol.nfev)
+    return Result(error, sol.nfev)
 
 
 def _odeint(y0, t, problem, method):
@@ -100,7 +103,7 @@ def solve(problem, method):
     )
     assert int(stats.status) == tfnode.Status.SUCCESS
     error = float(np.max(np.abs(ys.numpy() - reference(problem))))
-    return Solve(error, int(stats.nfe))
+    return Result(error, int(stats.nfe))
 
 
 @pytest.mark.parametrize("method", ADAPTIVE)
