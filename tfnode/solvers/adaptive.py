@@ -92,12 +92,11 @@ def solve(
         fill = _fill_shared_graph
         dense = tf.constant(_dense_output_matrix(tableau), dtype)
 
-    def body(u, dt, y, k1, prev_ratio, idx, ys, nfe, num_steps, num_rejected, status):
+    def body(u, dt, y, k1, prev_ratio, idx, ys, num_steps, num_rejected, status):
         proposed = dt
         last = dt >= one - u
         dt = tf.where(last, one - u, dt)
         y1, y_err, ks = runge_kutta.step(g, u, y, dt, tableau, k1)
-        nfe += tableau.num_stages - 1
         ratio = tf.stop_gradient(controller.error_ratio(y, y1, y_err, norm))
         ratio_finite = tf.math.is_finite(ratio)
         ratio = tf.where(ratio_finite, ratio, _LARGE_RATIO)
@@ -107,7 +106,6 @@ def solve(
             k_next = ks[-1]
         else:
             k_next = g(u_new, y1)
-            nfe += 1
         if fill is _fill_shared_graph:
             # Graph mode: no inner loop,
             # no interpolant unless an output falls in the step.
@@ -146,13 +144,12 @@ def solve(
             tf.where(accept, ratio, prev_ratio),
             idx,
             ys,
-            nfe,
             num_steps + tf.cast(accept, tf.int32),
             num_rejected + tf.cast(~accept, tf.int32),
             status,
         )
 
-    def cond(u, dt, y, k1, prev_ratio, idx, ys, nfe, num_steps, num_rejected, status):
+    def cond(u, dt, y, k1, prev_ratio, idx, ys, num_steps, num_rejected, status):
         return (u < one) & (status == 0)
 
     loop_vars = (
@@ -163,17 +160,19 @@ def solve(
         one,
         idx,
         ys,
-        tf.constant(1 + extra_nfe),
         0,
         0,
         status,
     )
-    u, dt, _, _, _, _, ys, nfe, num_steps, num_rejected, status = tf.while_loop(
+    u, dt, _, _, _, _, ys, num_steps, num_rejected, status = tf.while_loop(
         cond, body, loop_vars, maximum_iterations=max_num_steps
     )
     status = tf.where((status == 0) & (u < one), Status.MAX_STEPS_REACHED, status)
     nan = tf.constant(float("nan"), dtype)
     ys = [tf.where(status == 0, y, nan) for y in ys]
+    # Every attempted step costs the same evaluations, so the count needs no loop variable.
+    per_step = tableau.num_stages - (1 if tableau.fsal else 0)
+    nfe = 1 + extra_nfe + per_step * (num_steps + num_rejected)
     stats = SolverStats(nfe, num_steps, num_rejected, status)
     return ys, stats, dt * tf.reduce_max(tf.abs(span))
 
