@@ -52,7 +52,7 @@ PAPER_RMSE = {
 NAMES = {"latent_ode": "latent ODE", "rnn": "RNN"}
 # Adam clips the global gradient norm of each batch to this, so that one batch with a
 # huge gradient cannot swamp Adam's running moments: with tfnode's current controller
-# gains and no clipping, one 25,000-step run diverged at step 24,300 (a batch loss of
+# gains and no clipping, one 25,000-step run diverged at step 24,206 (a batch loss of
 # ~1e17, then NaN weights); with clipping, runs with seeds 0 and 1 finished.
 GLOBAL_CLIPNORM = 10.0
 

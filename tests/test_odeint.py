@@ -10,7 +10,7 @@ import tensorflow as tf
 from helpers import assert_allclose, in_mode, stats_tuple
 
 import tfnode
-from tfnode.solvers import SOLVERS
+from tfnode.solvers import SOLVERS, ButcherTableau
 
 METHODS = sorted(SOLVERS)
 ADAPTIVE = sorted(name for name, tableau in SOLVERS.items() if tableau.adaptive)
@@ -143,6 +143,42 @@ def test_rejected_steps_are_counted(method):
     assert nfe == 1 + (tableau.num_stages - 1) * (num_steps + num_rejected)
     # A decay over 3 time units: the global error stays within a few tolerances.
     assert_allclose(ys[-1], np.exp([-6.0]), atol=10 * tol)
+
+
+# A non-FSAL embedded pair (no built-in adaptive method is one): Heun's method with
+# Euler's as the error estimate; every attempt also evaluates f(t1, y1).
+HEUN_EULER = ButcherTableau(
+    name="heun_euler",
+    c=(0.0, 1.0),
+    a=((), (1.0,)),
+    b=(0.5, 0.5),
+    order=2,
+    b_err=(-0.5, 0.5),
+    error_order=1,
+)
+
+
+def test_non_fsal_evaluations_are_counted():
+    """`nfe` matches the calls for a non-FSAL pair, rejected attempts included."""
+    calls = []
+
+    def func(t, y):
+        calls.append(t)
+        return -2.0 * y
+
+    _, stats = tfnode.odeint(
+        func,
+        tf.constant([1.0, 2.0], tf.float64),
+        [0.0, 0.5, 3.0],
+        method=HEUN_EULER,
+        first_step=3.0,
+        rtol=1e-5,
+        atol=1e-5,
+        return_stats=True,
+    )
+    nfe, num_steps, num_rejected, status = stats_tuple(stats)
+    assert not HEUN_EULER.fsal and num_rejected >= 1 and status == tfnode.Status.SUCCESS
+    assert nfe == len(calls) == 1 + HEUN_EULER.num_stages * (num_steps + num_rejected)
 
 
 def _solve_unknown_shapes(y0, t):

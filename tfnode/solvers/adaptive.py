@@ -170,7 +170,7 @@ def solve(
     status = tf.where((status == 0) & (u < one), Status.MAX_STEPS_REACHED, status)
     nan = tf.constant(float("nan"), dtype)
     ys = [tf.where(status == 0, y, nan) for y in ys]
-    # Every attempted step costs the same evaluations, so the count needs no loop variable.
+    # Every attempt costs the same evaluations: no loop variable needed.
     per_step = tableau.num_stages - (1 if tableau.fsal else 0)
     nfe = 1 + extra_nfe + per_step * (num_steps + num_rejected)
     stats = SolverStats(nfe, num_steps, num_rejected, status)
