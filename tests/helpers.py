@@ -9,6 +9,17 @@ import numpy as np
 import tensorflow as tf
 
 MODES = ("eager", "graph", "xla")
+# A small non-FSAL embedded pair, as `ButcherTableau` fields: Heun's method with
+# Euler's as the error estimate (no built-in adaptive method is non-FSAL).
+HEUN_EULER = dict(
+    name="heun_euler",
+    c=(0.0, 1.0),
+    a=((), (1.0,)),
+    b=(0.5, 0.5),
+    order=2,
+    b_err=(-0.5, 0.5),
+    error_order=1,
+)
 """Execution regimes: eagerly, in `tf.function`, in `tf.function(jit_compile=True)`."""
 
 _COMPILED = {}

@@ -7,7 +7,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import assert_allclose, in_mode, stats_tuple
+from helpers import HEUN_EULER, assert_allclose, in_mode, stats_tuple
 
 import tfnode
 from tfnode.solvers import SOLVERS, ButcherTableau
@@ -145,21 +145,10 @@ def test_rejected_steps_are_counted(method):
     assert_allclose(ys[-1], np.exp([-6.0]), atol=10 * tol)
 
 
-# A non-FSAL embedded pair (no built-in adaptive method is one): Heun's method with
-# Euler's as the error estimate; every attempt also evaluates f(t1, y1).
-HEUN_EULER = ButcherTableau(
-    name="heun_euler",
-    c=(0.0, 1.0),
-    a=((), (1.0,)),
-    b=(0.5, 0.5),
-    order=2,
-    b_err=(-0.5, 0.5),
-    error_order=1,
-)
-
-
 def test_non_fsal_evaluations_are_counted():
-    """`nfe` matches the calls for a non-FSAL pair, rejected attempts included."""
+    """`nfe` matches the calls for a non-FSAL pair, rejected attempts included
+    (every attempt also evaluates f(t1, y1))."""
+    pair = ButcherTableau(**HEUN_EULER)
     calls = []
 
     def func(t, y):
@@ -170,15 +159,15 @@ def test_non_fsal_evaluations_are_counted():
         func,
         tf.constant([1.0, 2.0], tf.float64),
         [0.0, 0.5, 3.0],
-        method=HEUN_EULER,
+        method=pair,
         first_step=3.0,
         rtol=1e-5,
         atol=1e-5,
         return_stats=True,
     )
     nfe, num_steps, num_rejected, status = stats_tuple(stats)
-    assert not HEUN_EULER.fsal and num_rejected >= 1 and status == tfnode.Status.SUCCESS
-    assert nfe == len(calls) == 1 + HEUN_EULER.num_stages * (num_steps + num_rejected)
+    assert not pair.fsal and num_rejected >= 1 and status == tfnode.Status.SUCCESS
+    assert nfe == len(calls) == 1 + pair.num_stages * (num_steps + num_rejected)
 
 
 def _solve_unknown_shapes(y0, t):

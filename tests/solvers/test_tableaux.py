@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import HEUN_EULER
 
 from tfnode.solvers import SOLVERS, ButcherTableau
 
@@ -234,15 +235,6 @@ def test_mid_step_weights(tableau):
 def test_malformed_tableau_raises_value_error(change, message):
     """A tableau is checked when it is made:
     a `ValueError` names it and the broken rule."""
-    heun = dict(
-        name="heun_euler",
-        c=(0.0, 1.0),
-        a=((), (1.0,)),
-        b=(0.5, 0.5),
-        order=2,
-        b_err=(-0.5, 0.5),
-        error_order=1,
-    )
-    ButcherTableau(**heun)  # the unchanged tableau is valid
+    ButcherTableau(**HEUN_EULER)  # the unchanged tableau is valid
     with pytest.raises(ValueError, match=r"Butcher tableau 'heun_euler': " + message):
-        ButcherTableau(**{**heun, **change})
+        ButcherTableau(**{**HEUN_EULER, **change})
