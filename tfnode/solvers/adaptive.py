@@ -67,9 +67,8 @@ def solve(
     if k1 is None:
         k1 = g(zero, y0)
     if first_step is None:
-        rtol, atol = controller.rtol, controller.atol
         dt, extra_nfe = initial_step(
-            g, zero, y0, k1, tableau.error_order, rtol, atol, norm, one
+            g, zero, y0, k1, tableau.order, controller.rtol, controller.atol, norm, one
         )
     else:
         dt = tf.minimum(tf.cast(first_step, dtype) / tf.reduce_max(tf.abs(span)), one)

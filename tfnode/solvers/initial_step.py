@@ -3,14 +3,21 @@
 import tensorflow as tf
 
 
-def initial_step(func, t0, y0, f0, error_order, rtol, atol, norm, max_step):
+def initial_step(func, t0, y0, f0, order, rtol, atol, norm, max_step):
     """Returns `(dt, nfe)`: a first step size and the evaluations it cost (1).
 
     `d0 = |y0|`, `d1 = |f0|` and `d2 = |f(t0 + h0, y0 + h0 f0) - f0| / h0` in
     the weighted norm; `h0 = 0.01 d0 / d1`, `h1 = (0.01 / max(d1, d2))**(1 /
-    (error_order + 1))` and the result is `min(100 h0, h1, max_step)`.
-    `error_order + 1` is the power of `h` in the controlled error (5 for
-    dopri5), the exponent of Hairer's DOPRI5 code (`IORD = 5`) and scipy's.
+    (order + 1))` and the result is `min(100 h0, h1, max_step)`.
+
+    `order` is the method's order `p`, as in the book's step (e), `h1**(p + 1)
+    max(d1, d2) = 0.01`. Hairer's DOPRI5 code, scipy and torchdiffeq use
+    `h1**p` instead (the error estimate's order plus one), whose first steps
+    are 1.5-10x smaller. Over DETEST both take the same evaluations in total
+    (within 1.3%), but short neural-ODE solves then often need one more step:
+    the MNIST ODE-Net at tol 1e-3 took 26 instead of 20 forward evaluations,
+    and `examples/learn_dynamics.py`'s linear fit 20 instead of 14 in 6 of 10
+    logged batches, for the same results.
     """
     dtype = t0.dtype
     scale = [atol + rtol * tf.abs(y) for y in y0]
@@ -26,7 +33,7 @@ def initial_step(func, t0, y0, f0, error_order, rtol, atol, norm, max_step):
     h1 = tf.where(
         dmax <= 1e-15,
         tf.maximum(tf.constant(1e-6, dtype), h0 * 1e-3),
-        (0.01 / tf.maximum(dmax, 1e-15)) ** (1.0 / (error_order + 1)),
+        (0.01 / tf.maximum(dmax, 1e-15)) ** (1.0 / (order + 1)),
     )
     dt = tf.minimum(tf.minimum(100 * h0, h1), max_step)
     # A non-finite start is reported by the driver; keep the step usable.
