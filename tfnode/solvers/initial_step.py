@@ -17,7 +17,7 @@ def initial_step(func, t0, y0, f0, order, rtol, atol, norm, max_step):
     (within 1.3%), but short neural-ODE solves then often need one more step:
     `examples/mnist.py`'s ODE-Net at tol 1e-3 (fake data) took 26 instead of
     20 forward evaluations, and `examples/learn_dynamics.py`'s linear fit 20
-    instead of 14 in 6 of 10 logged batches, for the same results.
+    instead of 14 in 6 of 10 logged batches (learning `A` to the same 0.0049).
     """
     dtype = t0.dtype
     scale = [atol + rtol * tf.abs(y) for y in y0]
