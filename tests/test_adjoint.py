@@ -600,10 +600,13 @@ def test_loss_on_some_outputs():
 
 # float32 vs the exact (finite-difference) gradient, at a tolerance whose solver
 # error lies below float32 round-off (eps = 1.2e-7): float64 solves at 1e-8 are
-# within 9.3e-9 (in units of 1 + |gradient|), so what remains is round-off.
+# within 9.3e-9 (in units of 1 + |gradient|), so what remains is round-off. (A
+# tolerance below float32's eps is safe on this problem: the float32 forward solve
+# takes 10 steps, none rejected.)
 # Measured in float32: at most 1.5e-7 (4.0e-7 absolute, on gradients up to 3.3);
-# 1e-6 is 7x that. At 1e-6 the solver's own error, 3.0e-6 in float64 too, would
-# dominate: this test then used 99% of its old bounds (3e-6).
+# 1e-6 is 7x that. At 1e-6 the solver's own error (3.0e-6 in units of 1 +
+# |gradient|, the same in float64) would dominate: this test then used 99% of its
+# old bounds (3e-6).
 FLOAT32_SOLVER_TOL = 1e-8
 FLOAT32_RTOL = 1e-6
 FLOAT32_ATOL = 1e-6
