@@ -143,11 +143,11 @@ def odeint(
         rtol: Relative tolerance of adaptive methods. Defaults to `1e-7`.
         atol: Absolute tolerance of adaptive methods. Defaults to `1e-9`.
         step_size: Largest step of fixed-step methods (required by them).
-        first_step: First step of adaptive methods; by default chosen by the
-            Hairer–Nørsett–Wanner heuristic with the book's exponent `1 /
-            (order + 1)`, in the unit time `(t - t[0]) / (t[-1] - t[0])`, so it
-            differs from scipy's and torchdiffeq's (see
-            `tfnode.solvers.initial_step`).
+        first_step: First step of adaptive methods, in units of `t`; by
+            default chosen by the Hairer–Nørsett–Wanner heuristic with the
+            book's exponent `1 / (order + 1)`, applied in the unit time `(t -
+            t[0]) / (t[-1] - t[0])`, so it differs from scipy's and
+            torchdiffeq's (see `tfnode.solvers.initial_step`).
         max_num_steps: Bound on the number of (attempted) steps. Defaults to
             `4096`. Backprop under XLA preallocates this many steps of memory.
         return_stats: Whether to also return a `tfnode.SolverStats`.

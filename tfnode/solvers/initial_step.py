@@ -16,9 +16,10 @@ def initial_step(func, t0, y0, f0, order, rtol, atol, norm, max_step):
     `max(d1, d2) > 0.01`, their first step is smaller: 1.5-10x in
     `tests/solvers/test_initial_step.py`'s cases, more at tighter tolerances;
     where `100 h0` or `max_step` decides, the two agree. Over DETEST (13
-    problems at rtol = atol = 1e-4, 1e-6, 1e-8) both take the same
-    evaluations in total (the book's 0-1.3% fewer), but short neural-ODE
-    solves with theirs often need one more step: `examples/mnist.py`'s ODE-Net
+    problems at rtol = atol = 1e-4, 1e-6, 1e-8) both take about the same
+    evaluations in total (with the book's, dopri5 and bosh3 0-1.3% fewer,
+    tsit5 0.3-1.8% more), but short neural-ODE solves with theirs often need
+    one more step: `examples/mnist.py`'s ODE-Net
     at tol 1e-3 (fake data, one run) took 26 instead of 20 forward
     evaluations, and `examples/learn_dynamics.py`'s linear fit 20 instead of
     14 in 6 of 10 logged batches (learning `A` to the same 0.0049).
