@@ -6,35 +6,16 @@ time `t` and step `dt` are scalar tensors of the state's dtype.
 
 import tensorflow as tf
 
-from tfnode.stats import in_xla_context
-
-# Outside XLA, TensorFlow's executor costs about the same per op whatever its size, so
-# from this many terms on, one matmul over the stacked stages (6 ops) replaces the
-# products and their sum (2n + 2 ops): dopri5 solves on benchmarks/solver_forward.py
-# ran 3-8% faster in graph mode (one A/B run each at 1e-6 and 1e-3). XLA fuses the
-# elementwise form into one kernel; the matmul form was 10-13% slower there, so XLA
-# keeps it.
-_MATMUL_MIN_TERMS = 3
-
 
 def combine(y, dt, weights, ks):
     """Returns `y + dt * sum_j weights[j] * ks[j]` leaf by leaf (zeros skipped)."""
     terms = [(w, k) for w, k in zip(weights, ks) if w != 0]
-    if len(terms) >= _MATMUL_MIN_TERMS and not in_xla_context():
-        row = dt * tf.constant([[w for w, _ in terms]], dt.dtype)  # [1, n]
-    else:
-        row = None
     out = []
     for leaf, *k_leaves in zip(y, *[k for _, k in terms]):
-        if row is not None:
-            stages = tf.reshape(tf.stack(k_leaves), [len(k_leaves), -1])
-            increment = tf.reshape(tf.matmul(row, stages), tf.shape(leaf))
-            out.append(leaf + increment)
-        else:
-            increment = tf.add_n(
-                [tf.constant(w, leaf.dtype) * k for (w, _), k in zip(terms, k_leaves)]
-            )
-            out.append(leaf + dt * increment)
+        increment = tf.add_n(
+            [tf.constant(w, leaf.dtype) * k for (w, _), k in zip(terms, k_leaves)]
+        )
+        out.append(leaf + dt * increment)
     return out
 
 
