@@ -476,3 +476,62 @@ def test_times_known_only_at_run_time(t, mode):
     else:
         with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
             solve(tf.constant(t, tf.float32))
+
+
+# --------------------------------------------------------------------------------------
+# A new user's first tries
+# --------------------------------------------------------------------------------------
+
+
+def test_list_of_numbers_is_one_vector_state():
+    """`[2.0, 0.0]`, the natural first try, is the vector `tf.constant` reads;
+    `func` may return the components as a list, and a mismatch names shapes."""
+    t = tf.linspace(0.0, 1.0, 3)
+    rotate = tf.constant([[0.0, -1.0], [1.0, 0.0]])
+    ys = tfnode.odeint(lambda t, y: tf.linalg.matvec(rotate, y), [2.0, 0.0], t)
+    assert isinstance(ys, tf.Tensor) and ys.shape == (3, 2)
+    by_components = tfnode.odeint(lambda t, y: [-y[1], y[0]], [2.0, 0.0], t)
+    np.testing.assert_allclose(by_components, ys, rtol=0, atol=0)
+    np.testing.assert_allclose(
+        ys[-1], [2 * np.cos(1.0), 2 * np.sin(1.0)], atol=1e-5
+    )  # rtol 1e-7 in float32: round-off
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "`func(t, y)` must return dy/dt with the structure of `y`. Received: "
+            "(TensorShape([2]), TensorShape([2])) for y0 of structure "
+            "TensorShape([2])"
+        ),
+    ):
+        tfnode.odeint(lambda t, y: (y, y), [2.0, 0.0], t)
+
+
+def test_structure_message_shows_python_numbers():
+    """A nested state holding tensors keeps its structure; the message shows
+    the numbers a func returned instead of crashing on `.shape`."""
+    with pytest.raises(
+        ValueError, match=re.escape("Received: 1.0 for y0 of structure (TensorShape")
+    ):
+        call(y0=(tf.ones([2]), tf.ones([1])), func=lambda t, y: 1.0)
+
+
+@pytest.mark.parametrize(
+    "keyword, value, message",
+    [
+        ("options", {"step_size": 0.1}, "solver options are keywords here"),
+        ("adjoint_params", [], "the tensors to differentiate go in `params=[...]`"),
+        ("rtoll", 1e-3, "did you mean `rtol` or `atol`? the options are "),
+    ],
+)
+@pytest.mark.parametrize("solver", ["odeint", "odeint_adjoint"])
+def test_unknown_keywords_say_what_to_write(solver, keyword, value, message):
+    if solver == "odeint" and keyword == "adjoint_params":
+        message = (
+            "has no adjoint settings; for adjoint gradients use `tfnode.odeint_adjoint`"
+        )
+    with pytest.raises(
+        TypeError,
+        match=rf"`{solver}\(\)` got an unexpected keyword argument `{keyword}`: "
+        rf".*{re.escape(message)}.*Received: {keyword}=",
+    ):
+        getattr(tfnode, solver)(decay, tf.ones([2]), [0.0, 1.0], **{keyword: value})

@@ -1,6 +1,9 @@
 """Python-time checks of user input: each error names the argument, echoes
 what it received and says what to do."""
 
+import difflib
+import functools
+import inspect
 import math
 import numbers
 
@@ -65,6 +68,18 @@ def check_options(
         raise ValueError(
             f"`{max_}` must be a positive integer. Received: {max_}={max_num_steps!r}"
         )
+
+
+def as_state(y0):
+    """`y0` as the solver reads it: a (nested) list or tuple of Python numbers
+    is one tensor, as `tf.constant` reads it (`[2.0, 0.0]` is a vector, the
+    natural first try); anything holding a tensor or array keeps its structure.
+    """
+    if isinstance(y0, (list, tuple)) and y0:
+        leaves = tf.nest.flatten(y0)
+        if all(is_real_number(x) for x in leaves):
+            return tf.constant(y0)
+    return y0
 
 
 def check_state(y0):
@@ -157,15 +172,13 @@ def flat_func(func, structure):
         )
 
     def wrapped(t, y):
-        dy = func(t, tf.nest.pack_sequence_as(structure, y))
+        dy = _stack_components(func(t, tf.nest.pack_sequence_as(structure, y)), y)
         try:
             tf.nest.assert_same_structure(structure, dy)
         except (ValueError, TypeError) as e:
             raise ValueError(
                 "`func(t, y)` must return dy/dt with the structure of `y`. Received: "
-                f"{tf.nest.map_structure(lambda x: getattr(x, 'shape', x), dy)!r} "
-                "for y0 of structure "
-                f"{tf.nest.map_structure(lambda x: x.shape, structure)!r}"
+                f"{_shapes(dy)!r} for y0 of structure {_shapes(structure)!r}"
             ) from e
         out = []
         for leaf, d in zip(y, tf.nest.flatten(dy)):
@@ -184,3 +197,84 @@ def flat_func(func, structure):
         return out
 
     return wrapped
+
+
+def _shapes(structure):
+    """`structure` with each tensor replaced by its shape (other leaves kept)."""
+    return tf.nest.map_structure(lambda x: getattr(x, "shape", x), structure)
+
+
+def _stack_components(dy, y):
+    """Stacks `[dy0, dy1, ...]`, one scalar per component of a vector state `y`
+    (`lambda t, y: [y[1], -y[0]]`), into one tensor; returns `dy` otherwise."""
+    if not (isinstance(dy, (list, tuple)) and len(y) == 1 and y[0].shape.rank == 1):
+        return dy
+    if len(dy) != y[0].shape[0] or any(
+        not is_real_number(d) and getattr(d, "shape", None) != () for d in dy
+    ):
+        return dy
+    return tf.stack([tf.cast(d, y[0].dtype) for d in dy])
+
+
+# torchdiffeq's names for what tfnode takes as keywords, and what to write instead.
+TORCHDIFFEQ_KEYWORDS = {
+    "options": (
+        "solver options are keywords here, not an `options` dict: e.g. "
+        "`method='rk4', step_size=0.1` or `first_step=0.01`"
+    ),
+    "adjoint_options": (
+        "the backward solve's options are keywords here: `adjoint_method`, "
+        "`adjoint_rtol`, `adjoint_atol`, `adjoint_step_size`, `adjoint_norm`"
+    ),
+    "adjoint_params": "the tensors to differentiate go in `params=[...]`",
+}
+
+
+def check_keywords(where, received, valid, options=None):
+    """Raises a `TypeError` for keywords of `received` not in `valid`: for
+    torchdiffeq's names it says what to write instead, for others it suggests
+    the closest of `options` (default: `valid`), the names a user sets by
+    keyword."""
+    options = valid if options is None else options
+    unknown = [name for name in received if name not in valid]
+    if not unknown:
+        return
+    name = unknown[0]
+    if name.startswith("adjoint_") and "adjoint_rtol" not in valid and valid:
+        hint = (
+            "this solve backpropagates through the solver and has no adjoint "
+            "settings; for adjoint gradients use `tfnode.odeint_adjoint`"
+        )
+    elif name in TORCHDIFFEQ_KEYWORDS:
+        hint = TORCHDIFFEQ_KEYWORDS[name]
+    else:
+        close = difflib.get_close_matches(name, options, n=2)
+        hint = (
+            f"did you mean {' or '.join(f'`{c}`' for c in close)}? " if close else ""
+        ) + f"the options are {', '.join(sorted(options))}"
+    raise TypeError(
+        f"{where} got an unexpected keyword argument `{name}`: {hint}. "
+        f"Received: {name}={received[name]!r}"
+    )
+
+
+def keywords_checked(fn):
+    """Decorates a public function so that an unknown keyword raises
+    `check_keywords`' message instead of Python's bare `TypeError`."""
+    params = inspect.signature(fn).parameters.values()
+    valid = [
+        p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    options = [p.name for p in params if p.kind == p.KEYWORD_ONLY]
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        check_keywords(f"`{fn.__name__}()`", kwargs, valid, options)
+        return fn(*args, **kwargs)
+
+    # AutoGraph reads a function's source through `__wrapped__` and would
+    # convert `fn`'s source with this wrapper's closure: keep the signature
+    # for `help()` without the link.
+    wrapper.__signature__ = inspect.signature(fn)
+    del wrapper.__wrapped__
+    return wrapper

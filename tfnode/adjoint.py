@@ -66,6 +66,7 @@ class BackwardStats(tf.Module):
         )
 
 
+@_validation.keywords_checked
 def odeint_adjoint(
     func: ODEFunction,
     y0: State,

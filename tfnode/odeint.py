@@ -29,6 +29,7 @@ def prepare(func, y0, t, method, **options) -> Problem:
     """Validates and normalises the inputs once, for `odeint` and `odeint_adjoint`."""
     tableau = solvers.get(method)
     _validation.check_options(tableau, **options)
+    y0 = _validation.as_state(y0)
     leaves = _validation.check_state(y0)
     t, times_ok = _validation.check_times(t, leaves[0].dtype, leaves)
     return Problem(_validation.flat_func(func, y0), leaves, t, y0, tableau, times_ok)
@@ -103,6 +104,7 @@ def finish(problem, ys, stats, *, max_num_steps):
     return tf.nest.pack_sequence_as(problem.structure, ys)
 
 
+@_validation.keywords_checked
 def odeint(
     func: ODEFunction,
     y0: State,

@@ -65,6 +65,9 @@ def main(out_path):
         )
     for name, value in mirrored_logs.items():
         results[f"logs/{name}"] = np.asarray(value)
+    # evaluate logs the forward counts too (from the replicas' test_step)
+    evaluated = mirrored.evaluate(x, y, batch_size=BATCH, verbose=0, return_dict=True)
+    results["evaluate/ode_nfe"] = np.asarray(evaluated["ode_nfe"])
     results["single_loss"] = np.asarray(single_logs["loss"])
     np.savez(out_path, **results)
 

@@ -57,6 +57,7 @@ def test_mirrored_fit_step_matches_one_device(distributed):
 
     assert_allclose(results["logs/loss"], results["single_loss"], rtol=1e-5)
     assert results["logs/ode_nfe"][0] > 0 and results["logs/ode_backward_nfe"][0] > 0
+    assert results["evaluate/ode_nfe"] > 0
 
 
 def test_multi_worker_example_matches_single_process(distributed):

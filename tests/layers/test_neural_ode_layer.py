@@ -377,8 +377,8 @@ class DenseDynamics(tfnode.ODEFunc):
 # rounds its output, the output Dense its inputs, weights and result: a few
 # roundings of O(1) values, propagated through a flow map with Lipschitz
 # constant ~e. Measured: 0.3 to 0.5 eps * max|output|; HALF_TOL eps leaves 8x.
-# A float16 solve (which stops at y0, see STACK_FACTS) would be off by the
-# flow itself, ~0.5.
+# A float16 solve (which never accepts a step, as float16 eps ~1e-3 exceeds
+# rtol, and returns y0) would be off by the flow itself, ~0.5.
 HALF_TOL = 4
 HALF_EPS = {"mixed_float16": 2.0**-10, "mixed_bfloat16": 2.0**-7}
 
@@ -600,3 +600,126 @@ def test_method_must_be_a_name():
         ValueError, match=r"`method` must be a method name.*Received: method="
     ):
         tfnode.NeuralODELayer(tfnode.MLPODEFunc(), method=tfnode.solvers.get("dopri5"))
+
+
+# ----------------------------------------------------------------------------
+# A new user's first mistakes get messages that say what to do.
+
+
+def test_integer_input_names_the_input_not_the_times():
+    layer = tfnode.NeuralODELayer(mlp(), name="ode")
+    with pytest.raises(
+        ValueError,
+        match=r"NeuralODELayer 'ode' needs a floating-point input \(the ODE's state\)"
+        r"\. Received: y0 with dtype int32\. Cast it first",
+    ):
+        layer(tf.constant([[1, 2]]))
+
+
+@pytest.mark.parametrize("func", ["mlp", "custom"])
+def test_unbatched_input_asks_for_a_batch_axis(func):
+    # A custom func that fails on rank 1 in its own way gets the layer's hint too.
+    func = mlp() if func == "mlp" else DenseDynamics()
+    layer = tfnode.NeuralODELayer(func, name="ode")
+    with pytest.raises(
+        ValueError,
+        match=r"NeuralODELayer 'ode' reads its input as batch-major \[B, \.\.\.\], so "
+        r"an input of shape \(2,\) is a batch of 2 scalar states.*add a batch axis: "
+        r"`y0\[None\]`, of shape \(1, 2\)",
+    ):
+        layer(tf.constant([1.0, 2.0]))
+
+
+def test_batch_of_scalar_states_is_fine():
+    """Rank-1 input is a batch of scalars, which dynamics may well take."""
+
+    class Decay(tfnode.ODEFunc):
+        def call(self, t, y):
+            return -y
+
+    y1 = tfnode.NeuralODELayer(Decay(), rtol=1e-6, atol=1e-6)(tf.ones([3]))
+    assert_allclose(y1, np.full(3, np.exp(-1.0)), atol=1e-5)
+
+
+def test_keras_style_build_is_detected():
+    class OneShapeBuild(tfnode.ODEFunc):
+        def build(self, input_shape):
+            self.w = self.add_weight(shape=(input_shape[-1], input_shape[-1]))
+
+        def call(self, t, y):
+            return y @ self.w
+
+    class PlainLayer(keras.layers.Layer):  # not an ODEFunc: the layer checks it
+        def build(self, input_shape):
+            pass
+
+        def call(self, t, y):
+            return -y
+
+    message = (
+        r"`{}\.build\(self, input_shape\)` would receive only the shape of `t`: "
+        r"Keras passes one shape per input of `call\(t, y\)`, so dynamics layers "
+        r"build with `def build\(self, t_shape, y_shape\)`"
+    )
+    with pytest.raises(TypeError, match=message.format("OneShapeBuild")):
+        OneShapeBuild()
+    with pytest.raises(TypeError, match=message.format("PlainLayer")):
+        tfnode.NeuralODELayer(PlainLayer())
+
+
+def test_torchdiffeq_options_dict_is_explained():
+    with pytest.raises(
+        TypeError,
+        match=r"`NeuralODELayer\(\)` got an unexpected keyword argument `options`: "
+        r"solver options are keywords here",
+    ):
+        tfnode.NeuralODELayer(mlp(), method="rk4", options=dict(step_size=0.1))
+
+
+def _solve_nfe(ode, y0):
+    """The forward NFE of the layer's solve from `y0`."""
+    _, stats = tfnode.odeint(
+        ode.func,
+        tf.constant(y0),
+        tf.constant(ode.t),
+        rtol=ode.rtol,
+        atol=ode.atol,
+        max_num_steps=ode.max_num_steps,
+        return_stats=True,
+    )
+    return int(stats.nfe)
+
+
+@pytest.mark.parametrize("run_eagerly", [False, True], ids=["graph", "eager"])
+def test_evaluate_logs_solver_counts_and_serving_graphs_update_no_metrics(
+    run_eagerly, tmp_path
+):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((D,))
+    ode = tfnode.NeuralODELayer(mlp(), name="ode")
+    model = keras.Model(inputs, keras.layers.Dense(1)(ode(inputs)))
+    model.compile("sgd", "mse", run_eagerly=run_eagerly)
+    x, y = data(), data((B, 1))
+    logs = model.fit(x, y, validation_data=(x, y), epochs=1, verbose=0).history
+    evaluated = model.evaluate(x, y, verbose=0, return_dict=True)
+    expected = _solve_nfe(ode, x)
+    assert logs["val_ode_nfe"] == [expected], logs
+    assert evaluated["ode_nfe"] == expected, evaluated
+    assert evaluated["ode_backward_nfe"] == 0, evaluated  # no gradient taken
+    assert expected > 0
+
+    # predict and the exported serving function record nothing.
+    before = float(ode.nfe.result())
+    model.predict(data(seed=1), verbose=0)
+    assert float(ode.nfe.result()) == before
+    if run_eagerly:
+        return
+    model.export(tmp_path / "export", verbose=False)
+    loaded = tf.saved_model.load(str(tmp_path / "export"))
+    serve = loaded.serve.get_concrete_function(tf.TensorSpec([None, D], tf.float32))
+    graph_def = serve.graph.as_graph_def()
+    nodes = list(graph_def.node) + [
+        node for function in graph_def.library.function for node in function.node_def
+    ]
+    assigns = [n.name for n in nodes if n.op.startswith("Assign")]
+    assert not assigns, assigns

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import sys
 
 import keras
 import numpy as np
@@ -10,6 +11,7 @@ import tensorflow as tf
 
 from tfnode import _validation, solvers
 from tfnode.adjoint import backward_settings, odeint_adjoint
+from tfnode.layers.ode_func import check_build_signature
 from tfnode.odeint import odeint
 
 _HALF_DTYPES = ("float16", "bfloat16")
@@ -48,11 +50,12 @@ class NeuralODELayer(keras.layers.Layer):
     (`tfnode.odeint_adjoint`, constant memory) or, with `adjoint=False`, by
     backpropagation through the solver (`tfnode.odeint`, the paper's RK-Net).
 
-    Solver statistics appear in `fit` logs as `{name}_nfe` (forward function
-    evaluations of the last training batch) and, with `adjoint=True`,
-    `{name}_backward_nfe`. They are recorded in training calls only (so that
-    exported serving graphs update no metrics); `evaluate` logs show them as
-    0. For counts outside training, call
+    Solver statistics appear in `fit` and `evaluate` logs as `{name}_nfe`
+    (forward function evaluations of the last batch; `val_{name}_nfe` for
+    validation) and, with `adjoint=True`, `{name}_backward_nfe` (0 in
+    `evaluate`, which takes no gradient). They are recorded in training
+    steps and in Keras' `test_step` only, so `predict` and exported serving
+    graphs update no metrics. For counts elsewhere, call
     `tfnode.odeint(..., return_stats=True)` on `layer.func`.
 
     Under a mixed-precision policy (`mixed_float16`, `mixed_bfloat16`) the
@@ -146,6 +149,12 @@ class NeuralODELayer(keras.layers.Layer):
         adjoint_step_size=None,
         **kwargs,
     ):
+        torchdiffeq_names = _validation.TORCHDIFFEQ_KEYWORDS
+        _validation.check_keywords(
+            "`NeuralODELayer()`",
+            {k: v for k, v in kwargs.items() if k in torchdiffeq_names},
+            valid=(),
+        )
         super().__init__(**kwargs)
         _check_func(func)
         self.func = func
@@ -214,12 +223,31 @@ class NeuralODELayer(keras.layers.Layer):
         if not self.func.built:
             # Calling once lets Keras build any dynamics layer from real shapes.
             shape = [1 if d is None else d for d in input_shape]
-            self.func(
-                tf.zeros([], self.compute_dtype), tf.zeros(shape, self.compute_dtype)
-            )
+            try:
+                self.func(
+                    tf.zeros([], self.compute_dtype),
+                    tf.zeros(shape, self.compute_dtype),
+                )
+            except Exception as e:
+                if len(shape) != 1:
+                    raise
+                raise ValueError(
+                    f"{self._describe()} reads its input as batch-major [B, ...], so "
+                    f"an input of shape {tuple(input_shape)} is a batch of "
+                    f"{input_shape[0]} scalar states, which `func` could not take. "
+                    f"For one state of {input_shape[0]} components, add a batch "
+                    f"axis: `y0[None]`, of shape (1, {input_shape[0]}). "
+                    f"`func` raised: {e}"
+                ) from e
         _compute_in_float32(self.func)  # layers that `func.build` created
 
     def call(self, y0, t=None, training=None):
+        if not y0.dtype.is_floating:
+            raise ValueError(
+                f"{self._describe()} needs a floating-point input (the ODE's "
+                f"state). Received: y0 with dtype {y0.dtype.name}. Cast it first, "
+                f"e.g. `keras.ops.cast(x, '{self.compute_dtype}')`."
+            )
         times = self._times(t, y0)
         options = dict(
             method=self.method,
@@ -250,7 +278,9 @@ class NeuralODELayer(keras.layers.Layer):
             raise type(e)(
                 e.node_def, e.op, f"{self._describe()}, forward solve: {e.message}"
             ) from None
-        if training:  # metric variables must stay out of exported serving graphs
+        # Metric updates stay out of exported serving graphs: recorded in
+        # training and in `evaluate` (Keras' `test_step`) only.
+        if training or _in_keras_test_step():
             self.nfe.update_state(stats.nfe)
         if not self.return_sequences:
             return ys[-1]
@@ -332,6 +362,22 @@ def _compute_in_float32(layer):
             sublayer.dtype_policy = "float32"
 
 
+def _in_keras_test_step():
+    """Whether this call runs inside a Keras model's `test_step` (`evaluate`,
+    and validation in `fit`). Keras passes `training=False` alike to
+    `evaluate`, `predict` and an exported model's serving function, so the
+    caller's frames are what tells them apart (checked when a graph is
+    traced, or per call in eager)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name in ("test_step", "tf__test_step") and isinstance(
+            frame.f_locals.get("self"), keras.Model
+        ):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _check_func(func):
     if not isinstance(func, keras.layers.Layer):
         raise ValueError(
@@ -354,3 +400,4 @@ def _check_func(func):
             "`func.call` must take `(t, y)` and return dy/dt. Received: "
             f"{type(func).__name__}.call{inspect.signature(func.call)}"
         )
+    check_build_signature(func)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import numbers
 from collections.abc import Iterable
 
@@ -30,6 +31,10 @@ class ODEFunc(keras.layers.Layer):
     Returns:
         `dy/dt`, a tensor of the shape and dtype of `y`.
 
+    Raises:
+        TypeError: If the subclass defines `build(self, input_shape)`: Keras
+            would pass it only the shape of `t`.
+
     Example:
 
     >>> @keras.saving.register_keras_serializable(package="doctest")
@@ -44,6 +49,10 @@ class ODEFunc(keras.layers.Layer):
     >>> ode(tf.ones([4, 2])).shape
     TensorShape([4, 2])
     """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        check_build_signature(self)
 
     @staticmethod
     def concat_time(t, y):
@@ -71,6 +80,31 @@ class ODEFunc(keras.layers.Layer):
         )
 
 
+def check_build_signature(layer):
+    """Raises if `layer` (dynamics, `call(t, y)`) builds with one shape.
+
+    Keras passes a layer one shape per input of `call`; a `build(self,
+    input_shape)` receives the shape of `t` alone, a scalar, and fails deep in
+    the user's code (an `IndexError` on `input_shape[-1]`)."""
+    build = type(layer).build
+    if build is keras.layers.Layer.build:
+        return
+    params = list(inspect.signature(build).parameters.values())[1:]  # after self
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return
+    positional = [
+        p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if len(positional) == 1:
+        name = type(layer).__name__
+        raise TypeError(
+            f"`{name}.build(self, {positional[0]})` would receive only the shape of "
+            "`t`: Keras passes one shape per input of `call(t, y)`, so dynamics "
+            "layers build with `def build(self, t_shape, y_shape)` (the state's "
+            f"shape is `y_shape`). Received: {name}.build{inspect.signature(build)}"
+        )
+
+
 @keras.saving.register_keras_serializable(package="tfnode")
 class MLPODEFunc(ODEFunc):
     """Dynamics `dy/dt = MLP([y, t])` on the last axis of `y`.
@@ -88,7 +122,7 @@ class MLPODEFunc(ODEFunc):
 
     Call arguments:
         t: Scalar tensor, or `[B]` for per-sample times.
-        y: Tensor of shape `[..., D]`.
+        y: Tensor of shape `[B, ..., D]`.
 
     Returns:
         `dy/dt`, of the shape of `y`.
@@ -130,6 +164,12 @@ class MLPODEFunc(ODEFunc):
         )
 
     def build(self, t_shape, y_shape):
+        if len(y_shape) < 2:
+            raise ValueError(
+                "MLPODEFunc needs `y` with a batch axis, of shape [B, ..., D]; for "
+                "one state, add one (`y0[None]`). Received: y with shape "
+                f"{tuple(y_shape)}"
+            )
         features = y_shape[-1]
         if features is None:
             raise ValueError(
