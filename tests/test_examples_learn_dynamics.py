@@ -4,7 +4,9 @@ linear spiral's matrix, write its plots and make progress on the MLP fit."""
 import importlib.util
 import pathlib
 
+import numpy as np
 import pytest
+from test_examples_cli import assert_panels_labelled, colour_bar_labels
 
 _SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "examples" / "learn_dynamics.py"
 
@@ -59,3 +61,17 @@ def test_import_runs_nothing(tmp_path, monkeypatch, capsys):
     _load()
     assert list(tmp_path.iterdir()) == []
     assert capsys.readouterr().out == ""
+
+
+def test_plot_labels_every_panel(learn_dynamics, tmp_path):
+    # The figure alone, from a closed-form spiral: no training.
+    t = np.linspace(0.0, 6.0, 60, dtype="float32")
+    ys = 2 * np.exp(-0.1 * t)[:, None] * np.stack([np.cos(t), np.sin(t)], -1)
+    field = learn_dynamics.linear_field
+    fig = learn_dynamics.plot(
+        tmp_path / "plot.png", "title", t, ys, ys, 1.01 * ys, field, field
+    )
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert_panels_labelled(fig)
+    # Colour means time in the phase portrait and speed in the vector fields.
+    assert colour_bar_labels(fig) == ["t (observation time)", "speed |dy/dt|"]

