@@ -1,6 +1,6 @@
 """Proof that `tfnode.odeint_adjoint` computes the right gradients.
 
-Gradients three ways (STYLE.md, "Gradients three ways"): the adjoint against
+Gradients three ways, none trusted alone: the adjoint against
 central finite differences of an independent float64 solver (scipy's DOP853),
 against plain backprop through `tfnode.odeint`, and against the closed-form
 gradient of a linear ODE. The checks run eagerly, in `tf.function` ("graph")
@@ -798,7 +798,7 @@ def _failing_backward_gradient(mode):
 
 @pytest.mark.parametrize("mode", ["eager", "graph"])
 def test_failed_backward_solve_raises(mode):
-    """Outside XLA a failed solve raises (STYLE.md section 5), the backward one too."""
+    """Outside XLA, which drops assertions, a failed solve raises: the backward too."""
     with pytest.raises(
         tf.errors.InvalidArgumentError, match=r"backward.*reached `max_num_steps=3`"
     ):

@@ -1,4 +1,4 @@
-"""The repository keeps the house style (STYLE.md 7): `ruff check` and
+"""The repository keeps its style: `ruff check` (rules E, F, I, UP, S101) and
 `ruff format --check` pass on the whole tree, with pyproject.toml's settings."""
 
 import os
