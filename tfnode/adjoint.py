@@ -6,8 +6,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfnode import _tf_private, _validation, solvers
+from tfnode._dynamics import Dynamics
+from tfnode._problem import finish, prepare, run_driver, solve
 from tfnode._typing import ODEFunction, State, TensorLike, TimeLike
-from tfnode.odeint import finish, prepare, run_driver, solve
 from tfnode.solvers.controller import rms_norm
 from tfnode.solvers.time_map import broadcast_to_leaf
 from tfnode.stats import SolverStats, raise_on_failure
@@ -180,7 +181,7 @@ def odeint_adjoint(
     if params is None and hasattr(func, "stateless_call") and not func.built:
         # Build the Keras layer (one call) so that its weights exist to pass in.
         func(problem.t[0], tf.nest.pack_sequence_as(problem.structure, problem.y0))
-    dynamics = _Dynamics(func, params, problem.structure)
+    dynamics = Dynamics(func, params, problem.structure)
     num_leaves = len(problem.y0)
     stats_out = []
 
@@ -277,77 +278,6 @@ def backward_settings(
 
 def _split(inputs, num_leaves):
     return list(inputs[:num_leaves]), inputs[num_leaves], list(inputs[num_leaves + 1 :])
-
-
-class _Dynamics:
-    """`func` with its parameters made explicit, for the forward solve and the
-    vector-Jacobian products of the backward solve."""
-
-    def __init__(self, func, params, structure):
-        self.func = func
-        self.structure = structure
-        self.is_keras = hasattr(func, "stateless_call") and params is None
-        if self.is_keras:
-            self.params = list(func.trainable_variables)
-        elif params is not None:
-            self.params = list(params)
-        elif isinstance(func, tf.Module):
-            self.params = list(func.trainable_variables)
-        else:
-            self.params = []
-
-    def param_values(self):
-        return [tf.convert_to_tensor(p) for p in self.params]
-
-    def flat_func(self, param_values):
-        """`func` on flat lists; a Keras layer reads `param_values`."""
-        if self.is_keras:
-            non_trainable = [
-                tf.convert_to_tensor(v) for v in self.func.non_trainable_variables
-            ]
-
-            def user_func(t, y):
-                return self.func.stateless_call(param_values, non_trainable, t, y)[0]
-        else:
-            user_func = self.func
-        return _validation.flat_func(user_func, self.structure)
-
-    def vjp_targets(self, param_values):
-        """What the tape differentiates for the parameter adjoint (the
-        `tf.Variable` behind a Keras 3 variable)."""
-        if self.is_keras:
-            return param_values
-        return [p if _tf_variable(p) is None else _tf_variable(p) for p in self.params]
-
-    def variable_grads(self, variables):
-        """Gradients for variables that `tf.custom_gradient` saw `func` read.
-
-        Parameters already reach them through their explicit value inputs.
-        """
-        if not variables:
-            return []
-        known = {
-            _tf_variable(p).ref() for p in self.params if _tf_variable(p) is not None
-        }
-        missing = [
-            v for v in variables if v.trainable and _tf_variable(v).ref() not in known
-        ]
-        if missing:
-            raise ValueError(
-                "`func` reads trainable variables that are not in `params`, so "
-                "`odeint_adjoint` cannot differentiate them: "
-                f"{[v.name for v in missing]}. Pass them in `params=[...]` (or make "
-                "`func` a `tf.Module` / Keras layer that owns them)."
-            )
-        return [None] * len(variables)
-
-
-def _tf_variable(p):
-    """The `tf.Variable` behind `p` (a Keras 3 variable wraps one), else None."""
-    if isinstance(p, tf.Variable):
-        return p
-    value = getattr(p, "value", None)
-    return value if isinstance(value, tf.Variable) else None
 
 
 def _augmented(dynamics, param_values, num_leaves):

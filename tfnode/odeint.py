@@ -2,106 +2,10 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
-import tensorflow as tf
-
-from tfnode import _validation, solvers
+from tfnode import _validation
+from tfnode._problem import finish, prepare, solve
 from tfnode._typing import ODEFunction, State, TimeLike
-from tfnode.solvers import adaptive, fixed_grid
-from tfnode.solvers.controller import PIController, rms_norm
-from tfnode.solvers.time_map import rescaled
-from tfnode.stats import SolverStats, Status, raise_on_failure
-
-
-class Problem(NamedTuple):
-    """A validated problem: flat state, checked times, resolved method."""
-
-    func: object  # func(t, y_leaves) -> dy_leaves
-    y0: list
-    t: tf.Tensor
-    structure: object
-    tableau: solvers.ButcherTableau
-    times_ok: tf.Tensor | None
-
-
-def prepare(func, y0, t, method, **options) -> Problem:
-    """Validates and normalises the inputs once, for `odeint` and `odeint_adjoint`."""
-    tableau = solvers.get(method)
-    _validation.check_options(tableau, **options)
-    y0 = _validation.as_state(y0)
-    leaves = _validation.check_state(y0)
-    t, times_ok = _validation.check_times(t, leaves[0].dtype, leaves)
-    return Problem(_validation.flat_func(func, y0), leaves, t, y0, tableau, times_ok)
-
-
-def run_driver(
-    tableau,
-    func,
-    y0,
-    t,
-    *,
-    rtol,
-    atol,
-    step_size,
-    first_step,
-    max_num_steps,
-    norm=rms_norm,
-    rescale=rescaled,
-    k1=None,
-):
-    """Runs the adaptive or fixed-grid driver for `tableau` on flat `y0`.
-
-    `k1`: the first stage, if already evaluated (adaptive methods only; see
-    `adaptive.solve`). Returns `(ys, stats, next_step)`: `next_step` is the
-    step an adaptive controller proposed at the end, `None` for fixed-step
-    methods.
-    """
-    if tableau.adaptive:
-        return adaptive.solve(
-            func,
-            y0,
-            t,
-            tableau,
-            PIController(rtol=rtol, atol=atol),
-            max_num_steps=max_num_steps,
-            first_step=first_step,
-            norm=norm,
-            rescale=rescale,
-            k1=k1,
-        )
-    ys, stats = fixed_grid.solve(
-        func,
-        y0,
-        t,
-        tableau,
-        step_size=step_size,
-        max_num_steps=max_num_steps,
-        rescale=rescale,
-    )
-    return ys, stats, None
-
-
-def solve(problem, func, y0, t, **options):
-    """Solves `problem` (with `func`, `y0`, `t` in its flat form), reporting
-    times found invalid at run time; no raising, no packing. Returns
-    `(ys, stats, next_step)` as `run_driver`."""
-    ys, stats, next_step = run_driver(problem.tableau, func, y0, t, **options)
-    if problem.times_ok is not None:
-        status = tf.where(problem.times_ok, stats.status, Status.INVALID_TIMES)
-        nan = tf.constant(float("nan"), ys[0].dtype)
-        ys = [tf.where(problem.times_ok, y, nan) for y in ys]
-        stats = stats._replace(status=status)
-    return ys, stats, next_step
-
-
-def finish(problem, ys, stats, *, max_num_steps):
-    """Raises on failure where TensorFlow can, then restores the user's structure."""
-    checks = raise_on_failure(stats.status, max_num_steps=max_num_steps)
-    if checks:
-        with tf.control_dependencies(checks):
-            ys = [tf.identity(y) for y in ys]
-    return tf.nest.pack_sequence_as(problem.structure, ys)
+from tfnode.stats import SolverStats
 
 
 @_validation.keywords_checked
