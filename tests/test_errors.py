@@ -482,6 +482,8 @@ def test_times_known_only_at_run_time(t, mode):
 # A new user's first tries
 # --------------------------------------------------------------------------------------
 
+F32_ULPS_OF_2 = 10 * np.finfo(np.float32).eps * 2
+
 
 def test_list_of_numbers_is_one_vector_state():
     """`[2.0, 0.0]`, the natural first try, is the vector `tf.constant` reads;
@@ -492,9 +494,10 @@ def test_list_of_numbers_is_one_vector_state():
     assert isinstance(ys, tf.Tensor) and ys.shape == (3, 2)
     by_components = tfnode.odeint(lambda t, y: [-y[1], y[0]], [2.0, 0.0], t)
     np.testing.assert_allclose(by_components, ys, rtol=0, atol=0)
+    # rtol = 1e-7 in float32 leaves round-off: 10 ulps of values of size 2.
     np.testing.assert_allclose(
-        ys[-1], [2 * np.cos(1.0), 2 * np.sin(1.0)], atol=1e-5
-    )  # rtol 1e-7 in float32: round-off
+        ys[-1], [2 * np.cos(1.0), 2 * np.sin(1.0)], atol=F32_ULPS_OF_2
+    )
     with pytest.raises(
         ValueError,
         match=re.escape(
@@ -504,6 +507,30 @@ def test_list_of_numbers_is_one_vector_state():
         ),
     ):
         tfnode.odeint(lambda t, y: (y, y), [2.0, 0.0], t)
+
+
+def test_tuple_of_numbers_keeps_its_structure_and_ragged_lists_are_named():
+    t = tf.linspace(0.0, 1.0, 3)
+    xs, vs = tfnode.odeint(lambda t, y: (y[1], -y[0]), (1.0, 0.0), t)
+    assert xs.shape == vs.shape == (3,)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "`y0` given as a nested list of numbers must be rectangular, as "
+            "`tf.constant` reads it. Received: y0=[[1.0], [2.0, 3.0]]"
+        ),
+    ):
+        tfnode.odeint(decay, [[1.0], [2.0, 3.0]], t)
+
+
+def test_components_of_another_dtype_are_named():
+    with pytest.raises(
+        ValueError,
+        match=re.escape("Received: components of dtype ['float32', 'float64']"),
+    ):
+        tfnode.odeint(
+            lambda t, y: [tf.constant(1.0, tf.float64), -y[0]], [2.0, 0.0], [0.0, 1.0]
+        )
 
 
 def test_structure_message_shows_python_numbers():

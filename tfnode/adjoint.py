@@ -129,6 +129,8 @@ def odeint_adjoint(
         ValueError: As `odeint`; also for an unknown `adjoint_norm`, and (when
             the gradient is taken) if `func` reads a trainable variable that
             is not in `params`.
+        TypeError: For an unknown keyword; torchdiffeq's `adjoint_params=`
+            and `adjoint_options=` are explained.
 
     Note:
         Adjoint gradients are exact only to solver tolerance: they differ from

@@ -624,7 +624,7 @@ def test_unbatched_input_asks_for_a_batch_axis(func):
     with pytest.raises(
         ValueError,
         match=r"NeuralODELayer 'ode' reads its input as batch-major \[B, \.\.\.\], so "
-        r"an input of shape \(2,\) is a batch of 2 scalar states.*add a batch axis: "
+        r"an input of shape \(2,\) is a batch of scalar states.*add a batch axis: "
         r"`y0\[None\]`, of shape \(1, 2\)",
     ):
         layer(tf.constant([1.0, 2.0]))
@@ -637,11 +637,11 @@ def test_batch_of_scalar_states_is_fine():
         def call(self, t, y):
             return -y
 
-    y1 = tfnode.NeuralODELayer(Decay(), rtol=1e-6, atol=1e-6)(tf.ones([3]))
-    assert_allclose(y1, np.full(3, np.exp(-1.0)), atol=1e-5)
+    y1 = tfnode.NeuralODELayer(Decay(), rtol=SOLVE_TOL, atol=SOLVE_TOL)(tf.ones([3]))
+    assert_allclose(y1, np.full(3, np.exp(-1.0)), atol=SOLVER_ERROR)
 
 
-def test_keras_style_build_is_detected():
+def test_keras_style_build_that_fails_is_explained():
     class OneShapeBuild(tfnode.ODEFunc):
         def build(self, input_shape):
             self.w = self.add_weight(shape=(input_shape[-1], input_shape[-1]))
@@ -649,22 +649,38 @@ def test_keras_style_build_is_detected():
         def call(self, t, y):
             return y @ self.w
 
-    class PlainLayer(keras.layers.Layer):  # not an ODEFunc: the layer checks it
+    class PlainLayer(keras.layers.Layer):  # not an ODEFunc: the layer explains it
         def build(self, input_shape):
-            pass
+            self.w = self.add_weight(shape=(input_shape[-1],))
 
-        def call(self, t, y):
-            return -y
+        def call(self, time, state):
+            return -state * self.w
 
     message = (
-        r"`{}\.build\(self, input_shape\)` would receive only the shape of `t`: "
-        r"Keras passes one shape per input of `call\(t, y\)`, so dynamics layers "
-        r"build with `def build\(self, t_shape, y_shape\)`"
+        r"`{}\.build\(self, input_shape\)` received only the shape of `{}`: "
+        r"Keras passes one shape per input of `call\({}, {}\)`, so dynamics layers "
+        r"build with `def build\(self, {}_shape, {}_shape\)`"
     )
-    with pytest.raises(TypeError, match=message.format("OneShapeBuild")):
-        OneShapeBuild()
-    with pytest.raises(TypeError, match=message.format("PlainLayer")):
-        tfnode.NeuralODELayer(PlainLayer())
+    with pytest.raises(TypeError, match=message.format("OneShapeBuild", *"ttyty")):
+        OneShapeBuild()(tf.constant(0.0), tf.ones([2, 2]))
+    with pytest.raises(TypeError, match=message.format("OneShapeBuild", *"ttyty")):
+        tfnode.NeuralODELayer(OneShapeBuild())(tf.ones([2, 2]))
+    names = ("time", "time", "state", "time", "state")
+    with pytest.raises(TypeError, match=message.format("PlainLayer", *names)):
+        tfnode.NeuralODELayer(PlainLayer())(tf.ones([2, 2]))
+
+
+def test_one_shape_build_that_works_is_left_alone():
+    """A `build(self, input_shape)` that does not read the shape worked before."""
+
+    class FixedSize(tfnode.ODEFunc):
+        def build(self, input_shape):
+            self.w = self.add_weight(shape=(D,), initializer="ones")
+
+        def call(self, t, y):
+            return -y * self.w
+
+    assert tfnode.NeuralODELayer(FixedSize())(tf.ones([B, D])).shape == (B, D)
 
 
 def test_torchdiffeq_options_dict_is_explained():

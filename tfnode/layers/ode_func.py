@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import numbers
 from collections.abc import Iterable
@@ -32,8 +33,8 @@ class ODEFunc(keras.layers.Layer):
         `dy/dt`, a tensor of the shape and dtype of `y`.
 
     Raises:
-        TypeError: If the subclass defines `build(self, input_shape)`: Keras
-            would pass it only the shape of `t`.
+        TypeError: If a subclass's `build(self, input_shape)` fails: Keras
+            passes it only the shape of `t`.
 
     Example:
 
@@ -52,7 +53,18 @@ class ODEFunc(keras.layers.Layer):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        check_build_signature(self)
+        hint = one_shape_build_hint(self)
+        if hint is not None:
+            build = self.build
+
+            @functools.wraps(build)  # Keras reads the signature to pass shapes
+            def build_or_explain(*args, **kwargs):
+                try:
+                    return build(*args, **kwargs)
+                except Exception as e:
+                    raise TypeError(hint) from e
+
+            self.build = build_or_explain
 
     @staticmethod
     def concat_time(t, y):
@@ -80,29 +92,40 @@ class ODEFunc(keras.layers.Layer):
         )
 
 
-def check_build_signature(layer):
-    """Raises if `layer` (dynamics, `call(t, y)`) builds with one shape.
+def one_shape_build_hint(layer):
+    """The hint for dynamics whose `build` takes one shape, else `None`.
 
-    Keras passes a layer one shape per input of `call`; a `build(self,
-    input_shape)` receives the shape of `t` alone, a scalar, and fails deep in
-    the user's code (an `IndexError` on `input_shape[-1]`)."""
+    Keras passes a layer one shape per input of `call(t, y)`, so a Keras-style
+    `build(self, input_shape)` receives the shape of `t` alone, a scalar, and
+    typically fails deep in the user's code (an `IndexError` on
+    `input_shape[-1]`). A one-shape `build` that does not look at its shape
+    works, so this hint is only attached to a `build` that failed."""
     build = type(layer).build
     if build is keras.layers.Layer.build:
-        return
+        return None
     params = list(inspect.signature(build).parameters.values())[1:]  # after self
     if any(p.kind == p.VAR_POSITIONAL for p in params):
-        return
+        return None
     positional = [
-        p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.POSITIONAL_ONLY)
     ]
-    if len(positional) == 1:
-        name = type(layer).__name__
-        raise TypeError(
-            f"`{name}.build(self, {positional[0]})` would receive only the shape of "
-            "`t`: Keras passes one shape per input of `call(t, y)`, so dynamics "
-            "layers build with `def build(self, t_shape, y_shape)` (the state's "
-            f"shape is `y_shape`). Received: {name}.build{inspect.signature(build)}"
-        )
+    inputs = [
+        p.name
+        for p in inspect.signature(layer.call).parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.POSITIONAL_ONLY)
+        and p.name not in ("training", "mask")
+    ]
+    if len(positional) != 1 or len(inputs) != 2:
+        return None
+    name = type(layer).__name__
+    shapes = ", ".join(f"{x}_shape" for x in inputs)
+    return (
+        f"`{name}.build(self, {positional[0]})` received only the shape of "
+        f"`{inputs[0]}`: Keras passes one shape per input of "
+        f"`call({', '.join(inputs)})`, so dynamics layers build with "
+        f"`def build(self, {shapes})` (the state's shape is `{inputs[1]}_shape`). "
+        f"Received: {name}.build{inspect.signature(build)}"
+    )
 
 
 @keras.saving.register_keras_serializable(package="tfnode")

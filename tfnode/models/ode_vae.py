@@ -154,7 +154,7 @@ class AbstractLatentVAE(keras.Model):
             z0: Latent initial states, `[B, latent_dim]`, at `t[:, 0]`.
             t: Times, `[B, T]` (or `[T]`, shared), strictly increasing.
             training: Whether this is a training call (solver statistics
-                are recorded only then).
+                are recorded then, and in `evaluate`).
 
         Returns:
             `[B, T, D]`.
