@@ -51,14 +51,17 @@ def run_driver(
     norm=rms_norm,
     rescale=rescaled,
     k1=None,
+    records=None,
 ):
     """Runs the adaptive or fixed-grid driver for `tableau` on flat `y0`.
 
     `k1`: the first stage, if already evaluated (adaptive methods only; see
     `adaptive.solve`). Returns `(ys, stats, next_step)`: `next_step` is the
     step an adaptive controller proposed at the end, `None` for fixed-step
-    methods.
+    methods. With `records` (empty `checkpoints.Records`), a fourth element:
+    the records of the steps taken.
     """
+    more = {} if records is None else {"records": records}
     if tableau.adaptive:
         return adaptive.solve(
             func,
@@ -71,8 +74,9 @@ def run_driver(
             norm=norm,
             rescale=rescale,
             k1=k1,
+            **more,
         )
-    ys, stats = fixed_grid.solve(
+    ys, stats, *rec = fixed_grid.solve(
         func,
         y0,
         t,
@@ -80,21 +84,22 @@ def run_driver(
         step_size=step_size,
         max_num_steps=max_num_steps,
         rescale=rescale,
+        **more,
     )
-    return ys, stats, None
+    return (ys, stats, None, *rec)
 
 
 def solve(problem, func, y0, t, **options):
     """Solves `problem` (with `func`, `y0`, `t` in its flat form), reporting
     times found invalid at run time; no raising, no packing. Returns
-    `(ys, stats, next_step)` as `run_driver`."""
-    ys, stats, next_step = run_driver(problem.tableau, func, y0, t, **options)
+    `(ys, stats, next_step)` as `run_driver` (and the records, if asked)."""
+    ys, stats, next_step, *rec = run_driver(problem.tableau, func, y0, t, **options)
     if problem.times_ok is not None:
         status = tf.where(problem.times_ok, stats.status, Status.INVALID_TIMES)
         nan = tf.constant(float("nan"), ys[0].dtype)
         ys = [tf.where(problem.times_ok, y, nan) for y in ys]
         stats = stats._replace(status=status)
-    return ys, stats, next_step
+    return (ys, stats, next_step, *rec)
 
 
 def finish(problem, ys, stats, *, max_num_steps):

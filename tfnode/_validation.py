@@ -71,15 +71,49 @@ def check_options(
 
 
 def as_state(y0):
-    """`y0` as the solver reads it: a (nested) list or tuple of Python numbers
-    is one tensor, as `tf.constant` reads it (`[2.0, 0.0]` is a vector, the
-    natural first try); anything holding a tensor or array keeps its structure.
-    """
-    if isinstance(y0, (list, tuple)) and y0:
-        leaves = tf.nest.flatten(y0)
-        if all(is_real_number(x) for x in leaves):
-            return tf.constant(y0)
-    return y0
+    """`y0` as the solver reads it: a (nested) list of Python numbers is one
+    tensor, as `tf.constant` reads it (`[2.0, 0.0]` is a vector, the natural
+    first try). Tuples, dicts and anything holding a tensor or an array keep
+    their structure (a tuple of numbers is a nested state of scalars)."""
+    if not (isinstance(y0, list) and y0):
+        return y0
+    leaves = tf.nest.flatten(y0)
+    if not all(is_real_number(x) for x in leaves) or any(
+        isinstance(x, tuple) for x in _sublists(y0)
+    ):
+        return y0
+    try:
+        return tf.constant(y0)
+    except ValueError as e:  # e.g. rows of different lengths
+        raise ValueError(
+            "`y0` given as a nested list of numbers must be rectangular, as "
+            f"`tf.constant` reads it. Received: y0={y0!r}"
+        ) from e
+
+
+def _sublists(x):
+    """`x` and every list or tuple nested in it."""
+    yield x
+    if isinstance(x, (list, tuple)):
+        for item in x:
+            yield from _sublists(item)
+
+
+def check_checkpoints(checkpoints):
+    """`checkpoints`: `None` (automatic) or how many states a checkpoint buffer
+    holds, at least 2 (the thinning keeps every other one)."""
+    if checkpoints is None:
+        return
+    if (
+        isinstance(checkpoints, (bool, np.bool_))
+        or not isinstance(checkpoints, numbers.Integral)
+        or checkpoints < 2
+    ):
+        raise ValueError(
+            "`checkpoints` must be None (automatic) or an integer >= 2, the "
+            "number of states a buffer of the backward pass holds. Received: "
+            f"checkpoints={checkpoints!r}"
+        )
 
 
 def check_state(y0):
@@ -213,7 +247,13 @@ def _stack_components(dy, y):
         not is_real_number(d) and getattr(d, "shape", None) != () for d in dy
     ):
         return dy
-    return tf.stack([tf.cast(d, y[0].dtype) for d in dy])
+    dtypes = {d.dtype.name for d in dy if not is_real_number(d)}
+    if dtypes - {y[0].dtype.name}:
+        raise ValueError(
+            f"`func(t, y)` must return the dtype of `y` ({y[0].dtype.name}). "
+            f"Received: components of dtype {sorted(dtypes)}"
+        )
+    return tf.stack([tf.convert_to_tensor(d, y[0].dtype) for d in dy])
 
 
 # torchdiffeq's names for what tfnode takes as keywords, and what to write instead.
@@ -222,10 +262,7 @@ TORCHDIFFEQ_KEYWORDS = {
         "solver options are keywords here, not an `options` dict: e.g. "
         "`method='rk4', step_size=0.1` or `first_step=0.01`"
     ),
-    "adjoint_options": (
-        "the backward solve's options are keywords here: `adjoint_method`, "
-        "`adjoint_rtol`, `adjoint_atol`, `adjoint_step_size`, `adjoint_norm`"
-    ),
+    "adjoint_options": "the backward solve's options are keywords here",
     "adjoint_params": "the tensors to differentiate go in `params=[...]`",
 }
 
@@ -240,13 +277,16 @@ def check_keywords(where, received, valid, options=None):
     if not unknown:
         return
     name = unknown[0]
-    if name.startswith("adjoint_") and "adjoint_rtol" not in valid and valid:
+    adjoint_options = sorted(o for o in options if o.startswith("adjoint_"))
+    if name.startswith("adjoint_") and options and not adjoint_options:
         hint = (
             "this solve backpropagates through the solver and has no adjoint "
             "settings; for adjoint gradients use `tfnode.odeint_adjoint`"
         )
     elif name in TORCHDIFFEQ_KEYWORDS:
         hint = TORCHDIFFEQ_KEYWORDS[name]
+        if name == "adjoint_options" and adjoint_options:
+            hint += ": " + ", ".join(f"`{o}`" for o in adjoint_options)
     else:
         close = difflib.get_close_matches(name, options, n=2)
         hint = (

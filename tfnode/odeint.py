@@ -5,6 +5,7 @@ from __future__ import annotations
 from tfnode import _validation
 from tfnode._problem import finish, prepare, solve
 from tfnode._typing import ODEFunction, State, TimeLike
+from tfnode.backprop import captured_tensors, solve_checkpointed, uses_checkpoints
 from tfnode.stats import SolverStats
 
 
@@ -20,6 +21,7 @@ def odeint(
     step_size: float | None = None,
     first_step: float | None = None,
     max_num_steps: int = 4096,
+    checkpoints: int | None = None,
     return_stats: bool = False,
 ) -> State | tuple[State, SolverStats]:
     """Integrates `dy/dt = func(t, y)` from `t[0]` through every time in `t`.
@@ -29,10 +31,25 @@ def odeint(
     Fixed-step methods split each interval of `t` into equal steps of at most
     `step_size`, so they hit every output time.
 
-    Gradients flow by plain backpropagation through the solver's operations
-    (the "RK-Net" of Chen et al.): memory grows with the number of steps, and
-    step-size selection is not differentiated. Use `odeint_adjoint` for
-    constant memory.
+    Its gradient is the exact gradient of the computed solution (the
+    "RK-Net" of Chen et al.; step-size selection is not differentiated) for
+    `y0`, every `t[i]` and every variable or tensor `func` reads. How it is
+    computed decides its memory:
+
+    - `checkpoints=None` outside XLA: TensorFlow differentiates the solver's
+      loop, keeping every stage of every step (memory grows with the steps
+      taken). The fastest.
+    - `checkpoints=N`, and under XLA always (`N = 64` by default): the solve
+      keeps `N` states at evenly spread steps (thinned as the solve goes on)
+      and three scalars per step; the backward pass retakes each step from
+      the states under a tape, replaying segments longer than `N` steps on
+      further levels. Memory follows `N` and `log(max_num_steps)`, never the
+      steps taken nor `max_num_steps` itself; time is one more evaluation
+      of each step, plus one replay per extra level. (TensorFlow's own
+      gradient of a loop under XLA preallocates `max_num_steps` steps.)
+
+    `odeint_adjoint` needs memory constant in the steps at any length, but its
+    gradients are exact only to the solver's tolerance.
 
     Args:
         func: Callable `func(t, y) -> dy/dt`. `t` is a scalar tensor (shape
@@ -55,7 +72,10 @@ def odeint(
             t[0]) / (t[-1] - t[0])`, so it differs from scipy's and
             torchdiffeq's (see `tfnode.solvers.initial_step`).
         max_num_steps: Bound on the number of (attempted) steps. Defaults to
-            `4096`. Backprop under XLA preallocates this many steps of memory.
+            `4096`.
+        checkpoints: How many states the gradient keeps per checkpoint
+            buffer (at least 2), or `None`: TensorFlow's own gradient outside
+            XLA, 64 under XLA. See above.
         return_stats: Whether to also return a `tfnode.SolverStats`.
 
     Returns:
@@ -67,6 +87,8 @@ def odeint(
         ValueError: If `t` is not strictly monotonic, has fewer than 2 times
             or does not match `y0`; if `y0` is not floating point; if `method`
             is unknown or an option does not fit it.
+        TypeError: For an unknown keyword; torchdiffeq's `options=` and
+            `adjoint_params=` are explained.
         tf.errors.InvalidArgumentError: When the solve fails (too many steps,
             step-size underflow, a non-finite state): eagerly at once, in a
             `tf.function` when it runs.
@@ -92,7 +114,12 @@ def odeint(
         first_step=first_step,
         max_num_steps=max_num_steps,
     )
+    _validation.check_checkpoints(checkpoints)
     problem = prepare(func, y0, t, method, **options)
-    ys, stats, _ = solve(problem, problem.func, problem.y0, problem.t, **options)
+    captured = captured_tensors(problem) if uses_checkpoints(checkpoints) else None
+    if captured is not None:
+        ys, stats = solve_checkpointed(problem, func, checkpoints, options, captured)
+    else:
+        ys, stats, _ = solve(problem, problem.func, problem.y0, problem.t, **options)
     ys = finish(problem, ys, stats, max_num_steps=max_num_steps)
     return (ys, stats) if return_stats else ys

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from tfnode import _validation, solvers
 from tfnode.adjoint import backward_settings, odeint_adjoint
-from tfnode.layers.ode_func import check_build_signature
+from tfnode.layers.ode_func import ODEFunc, one_shape_build_hint
 from tfnode.odeint import odeint
 
 _HALF_DTYPES = ("float16", "bfloat16")
@@ -80,6 +80,9 @@ class NeuralODELayer(keras.layers.Layer):
             (`[B, T, ...]`) rather than at the last one. Defaults to `False`.
         max_num_steps: Bound on solver steps (per backward interval for the
             adjoint). Defaults to `1000`.
+        checkpoints: With `adjoint=False`, the states that backprop keeps
+            per checkpoint buffer, as in `tfnode.odeint` (`None`: every step's
+            stages in graph mode, 64 checkpoints under XLA).
         adjoint_method, adjoint_rtol, adjoint_atol, adjoint_step_size,
             adjoint_norm: Backward solver settings, as in
             `tfnode.odeint_adjoint` (`None`: the forward setting).
@@ -90,7 +93,8 @@ class NeuralODELayer(keras.layers.Layer):
         t: Optional times overriding the default: shape `[T]`, or `[B, T]`
             for a grid per sample.
         training: Whether the call is a training step; solver statistics
-            are recorded only then. It is not passed to `func`: the dynamics
+            are recorded then (and in Keras' `test_step`). It is not passed
+            to `func`: the dynamics
             run as in inference (no dropout or batch statistics inside an ODE
             solve, whose steps would see different noise).
 
@@ -101,7 +105,11 @@ class NeuralODELayer(keras.layers.Layer):
     Raises:
         ValueError: If `func` is not a Keras layer with `call(t, y)`, if its
             dtype differs from the layer's, if `t` or a solver option is
-            invalid.
+            invalid; when called on an integer input, or on a rank-1 input
+            that `func` cannot take (a batch axis is missing).
+        TypeError: For an unknown keyword (torchdiffeq's `options=` among
+            them), and when a `func.build(self, input_shape)` fails (Keras
+            passes it only the shape of `t`).
         tf.errors.InvalidArgumentError: When the forward or (when the
             gradient is taken) the backward solve fails: too many steps,
             step-size underflow, a non-finite state. The message says which
@@ -111,7 +119,11 @@ class NeuralODELayer(keras.layers.Layer):
         Under `jit_compile=True` (XLA) TensorFlow drops assertions: a failed
         solve does not raise but makes the outputs (forward) or gradients
         (backward) NaN, so the loss turns NaN. Run one epoch with
-        `jit_compile=False` to see the message.
+        `jit_compile=False` to see the message. Statistics are recorded in
+        `evaluate` by finding Keras' `test_step` among the callers (a model
+        method of that name; CPython's frames), since Keras passes
+        `training=False` alike to `evaluate`, `predict` and exported
+        serving functions.
 
     Example:
 
@@ -147,6 +159,7 @@ class NeuralODELayer(keras.layers.Layer):
         adjoint_atol=None,
         adjoint_norm="seminorm",
         adjoint_step_size=None,
+        checkpoints=None,
         **kwargs,
     ):
         torchdiffeq_names = _validation.TORCHDIFFEQ_KEYWORDS
@@ -154,6 +167,7 @@ class NeuralODELayer(keras.layers.Layer):
             "`NeuralODELayer()`",
             {k: v for k, v in kwargs.items() if k in torchdiffeq_names},
             valid=(),
+            options=list(inspect.signature(NeuralODELayer.__init__).parameters)[2:-1],
         )
         super().__init__(**kwargs)
         _check_func(func)
@@ -202,6 +216,8 @@ class NeuralODELayer(keras.layers.Layer):
         self.adjoint = bool(adjoint)
         self.return_sequences = bool(return_sequences)
         self.max_num_steps = int(max_num_steps)
+        _validation.check_checkpoints(checkpoints)
+        self.checkpoints = checkpoints
         self.adjoint_method = adjoint_method
         self.adjoint_rtol, self.adjoint_atol = adjoint_rtol, adjoint_atol
         self.adjoint_step_size = adjoint_step_size
@@ -228,16 +244,19 @@ class NeuralODELayer(keras.layers.Layer):
                     tf.zeros([], self.compute_dtype),
                     tf.zeros(shape, self.compute_dtype),
                 )
-            except Exception as e:
+            except (ValueError, TypeError, IndexError) as e:
+                hint = one_shape_build_hint(self.func)
+                if hint is not None and not isinstance(self.func, ODEFunc):
+                    raise TypeError(hint) from e  # an ODEFunc explains itself
                 if len(shape) != 1:
                     raise
+                size = "D" if input_shape[0] is None else input_shape[0]
                 raise ValueError(
                     f"{self._describe()} reads its input as batch-major [B, ...], so "
-                    f"an input of shape {tuple(input_shape)} is a batch of "
-                    f"{input_shape[0]} scalar states, which `func` could not take. "
-                    f"For one state of {input_shape[0]} components, add a batch "
-                    f"axis: `y0[None]`, of shape (1, {input_shape[0]}). "
-                    f"`func` raised: {e}"
+                    f"an input of shape {tuple(input_shape)} is a batch of scalar "
+                    "states, which `func` could not take. For one state of "
+                    f"{size} components, add a batch axis: `y0[None]`, of shape "
+                    f"(1, {size}). `func` raised: {e}"
                 ) from e
         _compute_in_float32(self.func)  # layers that `func.build` created
 
@@ -273,7 +292,9 @@ class NeuralODELayer(keras.layers.Layer):
                         **options,
                     )
                 else:
-                    ys, stats = odeint(self.func, y0, times, **options)
+                    ys, stats = odeint(
+                        self.func, y0, times, checkpoints=self.checkpoints, **options
+                    )
         except tf.errors.InvalidArgumentError as e:  # eager: say which layer failed
             raise type(e)(
                 e.node_def, e.op, f"{self._describe()}, forward solve: {e.message}"
@@ -344,6 +365,7 @@ class NeuralODELayer(keras.layers.Layer):
             "adjoint_atol": self.adjoint_atol,
             "adjoint_step_size": self.adjoint_step_size,
             "adjoint_norm": self.adjoint_norm,
+            "checkpoints": self.checkpoints,
         }
         return {**super().get_config(), **config}
 
@@ -400,4 +422,3 @@ def _check_func(func):
             "`func.call` must take `(t, y)` and return dy/dt. Received: "
             f"{type(func).__name__}.call{inspect.signature(func.call)}"
         )
-    check_build_signature(func)

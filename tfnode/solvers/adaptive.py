@@ -5,7 +5,7 @@ import ml_dtypes
 import numpy as np
 import tensorflow as tf
 
-from tfnode.solvers import interpolation, runge_kutta
+from tfnode.solvers import checkpoints, interpolation, runge_kutta
 from tfnode.solvers.controller import rms_norm
 from tfnode.solvers.initial_step import initial_step
 from tfnode.solvers.time_map import broadcast_to_leaf, rescaled
@@ -31,8 +31,9 @@ def solve(
     norm=rms_norm,
     rescale=rescaled,
     k1=None,
+    records=None,
 ):
-    """Solves from `t[0]` through `t`, returning `(ys, stats)`.
+    """Solves from `t[0]` through `t`, returning `(ys, stats, next_step)`.
 
     Args:
         func: `func(t, y) -> dy/dt` on flat lists of tensors.
@@ -48,6 +49,8 @@ def solve(
             unit time `u` (see `time_map.rescaled`; the adjoint passes its own).
         k1: the rescaled dynamics at `u = 0`, `rescale(func, t[0], span)(0, y0)`,
             if the caller has already evaluated it (counted in the NFE).
+        records: empty `checkpoints.Records` to fill with the accepted steps
+            (for `replay`), or `None`.
 
     Returns:
         `(ys, stats, next_step)`: a list of `[T, *leaf.shape]` tensors (NaN if
@@ -55,6 +58,7 @@ def solve(
         proposes at `t[-1]` (in units of `t`; the larger of the step proposed
         before the last step was cut to end there and the one its error
         allows), to start a following solve (the adjoint's next interval).
+        With `records`, a fourth element: the filled records.
     """
     dtype = y0[0].dtype
     per_sample = t.shape.rank == 2
@@ -71,7 +75,10 @@ def solve(
             g, zero, y0, k1, tableau.order, controller.rtol, controller.atol, norm, one
         )
     else:
-        dt = tf.minimum(tf.cast(first_step, dtype) / tf.reduce_max(tf.abs(span)), one)
+        # Step-size selection is not differentiated, this step's neither.
+        dt = tf.stop_gradient(
+            tf.minimum(tf.cast(first_step, dtype) / tf.reduce_max(tf.abs(span)), one)
+        )
         extra_nfe = 0
     finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(x)) for x in y0 + k1])
     status = tf.where(finite, Status.SUCCESS, Status.NONFINITE)
@@ -92,7 +99,7 @@ def solve(
         fill = _fill_shared_graph
         dense = tf.constant(_dense_output_matrix(tableau), dtype)
 
-    def body(u, dt, y, k1, prev_ratio, idx, ys, num_steps, num_rejected, status):
+    def body(u, dt, y, k1, prev_ratio, idx, ys, num_steps, num_rejected, status, *rec):
         proposed = dt
         last = dt >= one - u
         dt = tf.where(last, one - u, dt)
@@ -124,6 +131,8 @@ def solve(
         dt_next = tf.stop_gradient(
             controller.next_dt(dt, ratio, prev_ratio, accept, tableau.error_order)
         )
+        if rec:
+            rec = (checkpoints.push(rec[0], accept, 0, u, dt, y),)
         done = accept & last
         eps = tf.constant(_eps(dtype), dtype)
         u_next = tf.where(accept, u_new, u)
@@ -147,9 +156,10 @@ def solve(
             num_steps + tf.cast(accept, tf.int32),
             num_rejected + tf.cast(~accept, tf.int32),
             status,
+            *rec,
         )
 
-    def cond(u, dt, y, k1, prev_ratio, idx, ys, num_steps, num_rejected, status):
+    def cond(u, dt, y, k1, prev_ratio, idx, ys, num_steps, num_rejected, status, *_):
         return (u < one) & (status == 0)
 
     loop_vars = (
@@ -163,8 +173,8 @@ def solve(
         0,
         0,
         status,
-    )
-    u, dt, _, _, _, _, ys, num_steps, num_rejected, status = tf.while_loop(
+    ) + (() if records is None else (records,))
+    u, dt, _, _, _, _, ys, num_steps, num_rejected, status, *rec = tf.while_loop(
         cond, body, loop_vars, maximum_iterations=max_num_steps
     )
     status = tf.where((status == 0) & (u < one), Status.MAX_STEPS_REACHED, status)
@@ -174,7 +184,54 @@ def solve(
     per_step = tableau.num_stages - (1 if tableau.fsal else 0)
     nfe = 1 + extra_nfe + per_step * (num_steps + num_rejected)
     stats = SolverStats(nfe, num_steps, num_rejected, status)
-    return ys, stats, dt * tf.reduce_max(tf.abs(span))
+    next_step = dt * tf.reduce_max(tf.abs(span))
+    return (ys, stats, next_step, *rec)
+
+
+def replay(func, t, tableau, records, k, y, grad_ys=None):
+    """Retakes the recorded step `k` from its start state `y`.
+
+    Returns `(y1, dot)`: the step's end state and, with `grad_ys` (`[T, ...]`
+    per leaf, cotangents of the outputs), the sum of `grad_ys * ys` over the
+    outputs this step wrote, so that differentiating `dot` gives their
+    vector-Jacobian product (0 without `grad_ys`). Differentiable in `y`, `t`
+    and whatever `func` reads; the step sizes are constants, as in the solve.
+    """
+    dtype = y[0].dtype
+    t0, span = t[0], t[-1] - t[0]
+    g = rescaled(func, t0, span)
+    u, dt = records.u[k], records.dt[k]
+    k1 = g(u, y)
+    y1, _, ks = runge_kutta.step(g, u, y, dt, tableau, k1)
+    if grad_ys is None:
+        return y1, tf.zeros([], dtype)
+    # The solve ends its last step at exactly 1 and each other one where the
+    # next begins.
+    last = k >= records.num_steps - 1
+    u_next = tf.where(
+        last,
+        tf.ones([], dtype),
+        records.u[tf.minimum(k + 1, tf.shape(records.u)[0] - 1)],
+    )
+    k_next = ks[-1] if tableau.fsal else g(u_next, y1)
+    if tableau.b_mid is not None:
+        y_mid = runge_kutta.combine(y, dt, tableau.b_mid, ks)
+        coeffs = interpolation.quartic(y, y1, y_mid, k1, k_next, dt)
+    else:
+        coeffs = interpolation.hermite(y, y1, k1, k_next, dt)
+    u_out = (t - t0) / span  # [T] or [T, B], as the solve computes it
+    written = (u_out > u) & (u_out <= u_next)  # the outputs this step wrote
+    theta = (u_out - u) / dt
+    dot = tf.zeros([], dtype)
+    for c, g_out in zip(coeffs, grad_ys):
+        shape = tf.concat(
+            [tf.shape(theta), tf.ones([g_out.shape.rank - theta.shape.rank], tf.int32)],
+            0,
+        )
+        values = interpolation.evaluate([c], [tf.reshape(theta, shape)])[0]  # [T, ...]
+        mask = tf.reshape(written, shape)
+        dot += tf.reduce_sum(tf.where(mask, g_out, tf.zeros([], dtype)) * values)
+    return y1, dot
 
 
 def _eps(dtype):

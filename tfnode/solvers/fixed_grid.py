@@ -4,12 +4,14 @@ exactly and the method keeps its order at the outputs."""
 
 import tensorflow as tf
 
-from tfnode.solvers import runge_kutta
+from tfnode.solvers import checkpoints, runge_kutta
 from tfnode.solvers.time_map import rescaled
 from tfnode.stats import SolverStats, Status
 
 
-def solve(func, y0, t, tableau, *, step_size, max_num_steps, rescale=rescaled):
+def solve(
+    func, y0, t, tableau, *, step_size, max_num_steps, rescale=rescaled, records=None
+):
     """Solves from `t[0]` through `t` with steps of at most `step_size`.
 
     Args:
@@ -21,10 +23,13 @@ def solve(func, y0, t, tableau, *, step_size, max_num_steps, rescale=rescaled):
         step_size: positive Python float, in units of `t`.
         max_num_steps: bound on the total number of steps.
         rescale: `rescale(func, t_start, span) -> g(u, y)` (see `time_map`).
+        records: empty `checkpoints.Records` to fill with the steps (for
+            `replay`), or `None`.
 
     Returns:
         `ys`, a list of `[T, *leaf.shape]` tensors (NaN if the solve failed),
-        and a `SolverStats`.
+        and a `SolverStats`; with `records`, a third element: the filled
+        records.
     """
     dtype = y0[0].dtype
     num_times = t.shape[0] if t.shape[0] is not None else tf.shape(t)[0]
@@ -47,12 +52,14 @@ def solve(func, y0, t, tableau, *, step_size, max_num_steps, rescale=rescaled):
         for y in y0
     ]
 
-    def body(i, j, y, ys, nfe):
+    def body(i, j, y, ys, nfe, *rec):
         n = tf.gather(steps_per_interval, i)
         du = 1 / tf.cast(n, dtype)
         u = tf.cast(j, dtype) * du
         g = rescale(func, t[i], spans[i])
         y1, _, _ = runge_kutta.step(g, u, y, du, tableau, g(u, y))
+        if rec:
+            rec = (checkpoints.push(rec[0], tf.constant(True), i, u, du, y),)
         j = j + 1
         end = tf.equal(j, n)
         ys = [
@@ -67,16 +74,41 @@ def solve(func, y0, t, tableau, *, step_size, max_num_steps, rescale=rescaled):
             y1,
             ys,
             nfe + tableau.num_stages,
+            *rec,
         )
 
-    def cond(i, j, y, ys, nfe):
+    def cond(i, j, y, ys, nfe, *_):
         return (i < num_times - 1) & (status == 0)
 
-    _, _, y_final, ys, nfe = tf.while_loop(
-        cond, body, (0, 0, y0, ys, 0), maximum_iterations=max_num_steps
+    _, _, y_final, ys, nfe, *rec = tf.while_loop(
+        cond,
+        body,
+        (0, 0, y0, ys, 0) + (() if records is None else (records,)),
+        maximum_iterations=max_num_steps,
     )
     finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(x)) for x in y_final])
     status = tf.where((status == 0) & ~finite, Status.NONFINITE, status)
     nan = tf.constant(float("nan"), dtype)
     ys = [tf.where(status == 0, y, nan) for y in ys]
-    return ys, SolverStats(nfe, nfe // tableau.num_stages, tf.constant(0), status)
+    stats = SolverStats(nfe, nfe // tableau.num_stages, tf.constant(0), status)
+    return (ys, stats, *rec)
+
+
+def replay(func, t, tableau, records, k, y, grad_ys=None):
+    """Retakes the recorded step `k` from its start state `y`.
+
+    Returns `(y1, dot)`: the step's end state and, with `grad_ys` (`[T, ...]`
+    per leaf, cotangents of the outputs), `sum(grad_ys[i + 1] * y1)` if the
+    step ends the interval `i` (whose end is output `i + 1`), else 0.
+    Differentiable in `y`, `t` and whatever `func` reads.
+    """
+    i, u, du = records.interval[k], records.u[k], records.dt[k]
+    g = rescaled(func, t[i], t[i + 1] - t[i])
+    y1, _, _ = runge_kutta.step(g, u, y, du, tableau, g(u, y))
+    if grad_ys is None:
+        return y1, tf.zeros([], y[0].dtype)
+    last = k >= records.num_steps - 1
+    following = records.interval[tf.minimum(k + 1, tf.shape(records.interval)[0] - 1)]
+    ends = last | (following != i)
+    dot = tf.add_n([tf.reduce_sum(g_out[i + 1] * v) for g_out, v in zip(grad_ys, y1)])
+    return y1, tf.where(ends, dot, tf.zeros_like(dot))
