@@ -32,7 +32,7 @@ import tfnode
 
 # The solver tolerance of every adjoint and backprop solve compared below.
 TIGHT = dict(rtol=1e-10, atol=1e-10)
-MAX_STEPS = 1000  # backprop under XLA preallocates this many steps: keep it small
+MAX_STEPS = 1000  # bounds the checkpoint levels of backprop under XLA (tracing time)
 
 # Adjoint vs central finite differences of scipy's DOP853 solution at
 # rtol = atol = 1e-13 with step FD_STEP: the difference quotient has

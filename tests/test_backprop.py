@@ -397,8 +397,9 @@ _MEMORY_SCRIPT = textwrap.dedent(
 )
 # Both cases hold the same buffers but for the leaf level's (4 vs 64 states of
 # 64 KB) and the per-step scalars (3 x 4096 x 4 bytes): 4 MB apart at most.
-# TensorFlow's own gradient of the loop preallocated all 4096 steps (~30 GB
-# here). Measured: 5.9 and 9.2 MB above the start.
+# TensorFlow's own gradient of the loop preallocated all 4096 steps (4.4 GB on
+# the benchmark problem, whose state is 4x smaller). Measured above the start:
+# 5.2-6.0 MB at 256 (run first) and 1.5 MB at 4096.
 MEMORY_SLACK_KB = 16 * 1024
 
 
