@@ -122,6 +122,71 @@ def speed_table(*, tols, repeats, warmup, seed, verbose):
     return rows
 
 
+def floor_table(*, tol, repeats, seed):
+    """Under XLA, the parts of the checkpointed gradient against their floors:
+    the forward solve alone vs its evaluations bare, and the whole gradient vs
+    the forward's evaluations plus, bare, the backward's (each accepted step's
+    stages, evaluated again with their vector-Jacobian products)."""
+    weights, y0, times, loss_weights = _adjoint.make_problem(seed)
+    f, variables = _adjoint.make_mlp(weights)
+    y0, t, w = tf.constant(y0), tf.constant(times), tf.constant(loss_weights)
+    _, stats = _solve("backprop", None, f, variables, y0, t, tol)
+    nfe, steps = int(stats.nfe), int(stats.num_steps)
+    stages = tfnode.solvers.get("dopri5").num_stages  # the first one again, then 6
+
+    @tf.function(jit_compile=True)
+    def forward(y0):
+        return _solve("backprop", None, f, variables, y0, t, tol)[0]
+
+    @tf.function(jit_compile=True)
+    def gradient(y0):
+        with tf.GradientTape() as tape:
+            tape.watch(y0)
+            loss = tf.reduce_sum(w * forward.python_function(y0))
+        return tape.gradient(loss, [y0, *variables])
+
+    @tf.function(jit_compile=True)
+    def bare_evaluations(y0):
+        return tf.while_loop(
+            lambda i, z: i < nfe, lambda i, z: (i + 1, f(None, z)), (0, y0)
+        )[1]
+
+    @tf.function(jit_compile=True)
+    def bare_vjps(y0):
+        def body(i, z, acc):
+            with tf.GradientTape() as tape:
+                tape.watch(z)
+                out = f(None, z)
+            g = tape.gradient(out, [z, *variables], output_gradients=z)
+            return i + 1, z + 1e-3 * g[0], [a + b for a, b in zip(acc, g[1:])]
+
+        acc = [tf.zeros_like(v) for v in variables]
+        return tf.while_loop(lambda i, *_: i < steps * stages, body, (0, y0, acc))[1]
+
+    fns = {
+        ("xla", tol, name): (fn, (y0,))
+        for name, fn in [
+            ("forward", forward),
+            ("bare evaluations", bare_evaluations),
+            ("gradient", gradient),
+            ("bare VJPs", bare_vjps),
+        ]
+    }
+    names = [name for _, _, name in fns]
+    for fn, args in fns.values():
+        fn(*args)
+    ms = solver_forward.interleaved_times(
+        fns, [("xla", tol)], names, repeats, _adjoint._timed
+    )
+    return dict(
+        tol=tol,
+        nfe=nfe,
+        steps=steps,
+        backward_evaluations=steps * stages,
+        **{name: statistics.median(ms["xla", tol, name]) for name in names},
+    )
+
+
 def _memory_case(case):
     """Runs in a fresh subprocess; see the module docstring."""
     mode, kind, checkpoints = case["mode"], case["kind"], case["checkpoints"]
@@ -236,6 +301,7 @@ def main(
     speed = speed_table(
         tols=tols, repeats=repeats, warmup=warmup, seed=seed, verbose=verbose
     )
+    floor = [floor_table(tol=tol, repeats=repeats, seed=seed) for tol in tols]
     mem = []
     if memory:
         for case in memory_cases(horizons):
@@ -243,11 +309,11 @@ def main(
             if verbose:
                 print(f"memory: {case} done", flush=True)
     if verbose:
-        _print_tables(speed, mem, repeats)
-    return {"speed": speed, "memory": mem}
+        _print_tables(speed, floor, mem, repeats)
+    return {"speed": speed, "floor": floor, "memory": mem}
 
 
-def _print_tables(speed, mem, repeats):
+def _print_tables(speed, floor, mem, repeats):
     print(
         "\nForward + backward (gradient w.r.t. y0 and all weights), dopri5, MLP "
         f"{_adjoint.STATE}-{_adjoint.HIDDEN}-{_adjoint.HIDDEN}-{_adjoint.STATE}, batch "
@@ -270,6 +336,36 @@ def _print_tables(speed, mem, repeats):
             ),
         ]
         for r in speed
+    ]
+    print(_adjoint._format(header, lines))
+    print(
+        "\nUnder XLA: the forward solve alone against its evaluations done bare (a "
+        "loop of MLP evaluations), and the whole gradient against the forward plus "
+        "the backward's evaluations done bare (each accepted step's stages, with "
+        "their vector-Jacobian products). Medians of interleaved rounds."
+    )
+    header = [
+        "tol",
+        "fwd NFE",
+        "steps",
+        "bwd evaluations",
+        "forward ms",
+        "bare fwd ms",
+        "gradient ms",
+        "bare fwd + bwd ms",
+    ]
+    lines = [
+        [
+            f"{r['tol']:.0e}",
+            str(r["nfe"]),
+            str(r["steps"]),
+            str(r["backward_evaluations"]),
+            f"{r['forward']:.2f}",
+            f"{r['bare evaluations']:.2f}",
+            f"{r['gradient']:.2f}",
+            f"{r['bare evaluations'] + r['bare VJPs']:.2f}",
+        ]
+        for r in floor
     ]
     print(_adjoint._format(header, lines))
     if not mem:

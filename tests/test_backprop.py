@@ -92,7 +92,9 @@ def _plain_odeint(func, y0, t, **options):
     return _problem.finish(problem, ys, stats, max_num_steps=options["max_num_steps"])
 
 
-def _gradients(y0, t, weights, *, method, checkpoints, dtype, step_size=None):
+def _gradients(
+    y0, t, weights, *, method, checkpoints, dtype, step_size=None, max_steps=MAX_STEPS
+):
     """Gradients of `sum(weights * ys)` for `[y0, t, w1, w2]`; `checkpoints`
     "plain" for TensorFlow's own gradient."""
     func = FUNCS[dtype]
@@ -102,7 +104,7 @@ def _gradients(y0, t, weights, *, method, checkpoints, dtype, step_size=None):
         atol=1e-6,
         step_size=step_size,
         first_step=None,
-        max_num_steps=MAX_STEPS,
+        max_num_steps=max_steps,
     )
     with tf.GradientTape() as tape:
         tape.watch([y0, t])
@@ -118,8 +120,8 @@ def _gradients(y0, t, weights, *, method, checkpoints, dtype, step_size=None):
 _CONFIGS = {}
 
 
-def _gradient_fn(method, checkpoints, dtype, step_size):
-    key = (method, checkpoints, dtype, step_size)
+def _gradient_fn(method, checkpoints, dtype, step_size, max_steps=MAX_STEPS):
+    key = (method, checkpoints, dtype, step_size, max_steps)
     if key not in _CONFIGS:
 
         def fn(y0, t, weights):
@@ -131,6 +133,7 @@ def _gradient_fn(method, checkpoints, dtype, step_size):
                 checkpoints=checkpoints,
                 dtype=dtype,
                 step_size=step_size,
+                max_steps=max_steps,
             )
 
         _CONFIGS[key] = fn
@@ -138,15 +141,21 @@ def _gradient_fn(method, checkpoints, dtype, step_size):
 
 
 def _compare(
-    mode, method, checkpoints, *, dtype=tf.float64, times=TIMES, rtol=F64_RTOL
+    mode,
+    method,
+    checkpoints,
+    *,
+    dtype=tf.float64,
+    times=TIMES,
+    rtol=F64_RTOL,
+    max_steps=MAX_STEPS,
 ):
     step_size = None if tfnode.solvers.get(method).adaptive else 0.25
     t = tf.constant(times, dtype)
     y0, weights = _y0(dtype), _weights(t.shape[0], dtype)
-    plain = _gradient_fn(method, "plain", dtype, step_size)
-    got = in_mode(_gradient_fn(method, checkpoints, dtype, step_size), mode)(
-        y0, t, weights
-    )
+    plain = _gradient_fn(method, "plain", dtype, step_size, max_steps)
+    checkpointed = _gradient_fn(method, checkpoints, dtype, step_size, max_steps)
+    got = in_mode(checkpointed, mode)(y0, t, weights)
     # The same mode: XLA's float32 round-off can flip an accept/reject
     # decision, and then the two solves differ by their errors.
     want = in_mode(plain, mode)(y0, t, weights)
@@ -158,16 +167,28 @@ def _compare(
 
 @pytest.mark.parametrize(
     "mode, method",
-    [("eager", "dopri5"), ("graph", "dopri5"), ("xla", "dopri5"), ("xla", "rk4")],
+    [
+        ("eager", "dopri5"),
+        ("graph", "dopri5"),
+        ("xla", "dopri5"),
+        ("xla", "rk4"),
+    ],
 )
 def test_recursive_sweep_equals_plain_backprop(mode, method):
     """Thinning and replays on every level of the recursion."""
     _compare(mode, method, CHECKPOINTS)
 
 
+def test_third_order_method_with_hermite_dense_output():
+    """bosh3 (cubic Hermite outputs) takes more steps here than 32."""
+    _compare("xla", "bosh3", 8, max_steps=128)
+
+
 def test_every_step_held_equals_plain_backprop():
-    """`checkpoints=None` under XLA (64 slots): no replay at all."""
-    _compare("xla", "dopri5", None)
+    """`checkpoints=None` under XLA with the layer's `max_num_steps=1000`: 64
+    slots, a stride that could grow (the `tf.cond` between replaying and not),
+    and no replay at all for these solves."""
+    _compare("xla", "dopri5", None, max_steps=1000)
 
 
 def test_reversed_time():
@@ -182,39 +203,47 @@ def test_float32():
     _compare("xla", "dopri5", CHECKPOINTS, dtype=tf.float32, rtol=F32_RTOL)
 
 
-def test_finite_differences_float64():
-    """The gradient of the computed solution, for y0, every t[i] and a weight."""
+@pytest.mark.parametrize("mode", ["graph", "xla"])
+def test_finite_differences_float64(mode):
+    """The gradient of the computed solution, for y0, every t[i] and both
+    weights, against central differences of the solve itself."""
     func = FUNCS[tf.float64]
     t0 = np.array(TIMES)
     y0, weights = _y0(), _weights(len(TIMES))
     tight = dict(rtol=1e-12, atol=1e-12, max_num_steps=200, checkpoints=4)
 
-    @tf.function
-    def loss_and_grads(y0, t):
+    def loss_fn(y0, t):
+        return tf.reduce_sum(weights * tfnode.odeint(func, y0, t, **tight))
+
+    @tf.function(jit_compile=mode == "xla")
+    def grads(y0, t):
         with tf.GradientTape() as tape:
             tape.watch([y0, t])
-            loss = tf.reduce_sum(weights * tfnode.odeint(func, y0, t, **tight))
-        return loss, tape.gradient(loss, [y0, t, func.w2])
+            loss = loss_fn(y0, t)
+        return tape.gradient(loss, [y0, t, func.w1, func.w2])
 
-    _, (g_y0, g_t, g_w2) = loss_and_grads(y0, tf.constant(t0))
+    loss_only = tf.function(loss_fn)  # the forward solve is the same in any mode
+    g_y0, g_t, g_w1, g_w2 = grads(y0, tf.constant(t0))
     rng = np.random.default_rng(3)
     for name, grad, direction in [
         ("y0", g_y0, rng.normal(size=(B, D))),
         ("t", g_t, rng.normal(size=t0.shape)),
+        ("w1", g_w1, rng.normal(size=func.w1.shape)),
         ("w2", g_w2, rng.normal(size=func.w2.shape)),
     ]:
 
         def loss_at(step):
             y, t = y0, t0
+            weight = getattr(func, name, None)
             if name == "y0":
                 y = y0 + step * direction
             elif name == "t":
                 t = t0 + step * direction
             else:
-                func.w2.assign_add(step * direction)
-            value = loss_and_grads(y, tf.constant(t))[0]
-            if name == "w2":
-                func.w2.assign_sub(step * direction)
+                weight.assign_add(step * direction)
+            value = loss_only(y, tf.constant(t))
+            if weight is not None:
+                weight.assign_sub(step * direction)
             return float(value)
 
         fd = (loss_at(FD_STEP) - loss_at(-FD_STEP)) / (2 * FD_STEP)
@@ -331,6 +360,62 @@ def test_failed_solve_gives_nan_gradients_under_xla():
     g, status = grads(_y0())
     assert int(status) == tfnode.Status.MAX_STEPS_REACHED
     assert np.all(np.isnan(g))
+
+
+def test_second_derivatives_raise():
+    """The sweep differentiates what the forward recorded as constants: its
+    gradient must not be differentiated again silently."""
+    func, y0 = FUNCS[tf.float64], _y0()
+
+    @tf.function(jit_compile=True)
+    def hessian_vector(y0):
+        with tf.GradientTape() as outer:
+            outer.watch(y0)
+            with tf.GradientTape() as inner:
+                inner.watch(y0)
+                loss = tf.reduce_sum(tfnode.odeint(func, y0, [0.0, 1.0]) ** 2)
+            total = tf.reduce_sum(inner.gradient(loss, y0))
+        return outer.gradient(total, y0)
+
+    with pytest.raises(NotImplementedError, match="cannot be differentiated again"):
+        hessian_vector(y0)
+
+
+@pytest.mark.parametrize("slots", [2, 3, 5, 8])
+@pytest.mark.parametrize("max_num_steps", [7, 33])
+def test_push_and_sweep_visit_every_step_once_from_its_state(slots, max_num_steps):
+    """The bookkeeping alone, eagerly (where an out-of-range write raises): the
+    state of step k is k, steps alternate with rejected attempts, and the sweep
+    must pull back every step once, last to first, from state k."""
+    for num_steps in sorted({1, slots - 1, slots, slots + 1, max_num_steps}):
+        if num_steps < 1 or num_steps > max_num_steps:
+            continue
+        records = checkpoints_lib.start([tf.zeros([])], slots, max_num_steps)
+        for k in range(num_steps):
+            y = [tf.constant(float(k))]
+            u, dt = tf.constant(k / 100), tf.constant(0.01)
+            rejected = tf.constant(False)
+            records = checkpoints_lib.push(records, rejected, 0, u, dt, [-y[0]])
+            records = checkpoints_lib.push(records, ~rejected, 0, u, dt, y)
+        visits = []
+
+        def advance(k, y):
+            return [y[0] + 1.0]
+
+        def pullback(k, y, carry, visits=visits):
+            visits.append((int(k), float(y[0])))
+            return carry
+
+        checkpoints_lib.sweep(
+            records,
+            advance,
+            pullback,
+            tf.zeros([]),
+            slots=slots,
+            max_num_steps=max_num_steps,
+        )
+        expected = [(k, float(k)) for k in reversed(range(num_steps))]
+        assert visits == expected, (slots, max_num_steps, num_steps)
 
 
 @pytest.mark.parametrize("checkpoints", [1, 0, 2.5, True, "8"])

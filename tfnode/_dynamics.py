@@ -12,7 +12,12 @@ class Dynamics:
     """`func` with its parameters made explicit, for the forward solve and the
     vector-Jacobian products of the backward solve."""
 
-    def __init__(self, func, params, structure):
+    def __init__(self, func, params, problem):
+        """`problem`: the validated problem (a Keras layer `func` is built on
+        its first state, one call, so that its weights exist to pass in)."""
+        structure = problem.structure
+        if params is None and hasattr(func, "stateless_call") and not func.built:
+            func(problem.t[0], tf.nest.pack_sequence_as(structure, problem.y0))
         self.func = func
         self.structure = structure
         self.is_keras = hasattr(func, "stateless_call") and params is None

@@ -180,10 +180,7 @@ def odeint_adjoint(
         adjoint_max_num_steps=adjoint_max_num_steps,
     )
 
-    if params is None and hasattr(func, "stateless_call") and not func.built:
-        # Build the Keras layer (one call) so that its weights exist to pass in.
-        func(problem.t[0], tf.nest.pack_sequence_as(problem.structure, problem.y0))
-    dynamics = Dynamics(func, params, problem.structure)
+    dynamics = Dynamics(func, params, problem)
     num_leaves = len(problem.y0)
     stats_out = []
 

@@ -32,11 +32,18 @@ def uses_checkpoints(checkpoints_option):
     )
 
 
-def captured_tensors(problem):
+def captured_tensors(problem, checkpoints_option):
     """The float tensors that `problem.func` closes over (traced once), which
-    backprop differentiates as plain backprop would; variables are not
-    among them (`tf.custom_gradient` reports those). `None` if `func` cannot
-    be traced on its own (e.g. it creates variables on its first call)."""
+    backprop differentiates as plain backprop would; variables are not among
+    them (`tf.custom_gradient` reports those).
+
+    Returns `None` if `func` cannot be traced on its own (e.g. it creates
+    variables on its first call) and no `checkpoints` were asked for: then
+    TensorFlow's own gradient, which is right, if under XLA not bounded.
+
+    Raises:
+        ValueError: If `func` cannot be traced and `checkpoints` were asked for.
+    """
     t_spec = tf.TensorSpec(problem.t.shape[1:], problem.t.dtype)
     y_specs = [tf.TensorSpec(y.shape, y.dtype) for y in problem.y0]
     try:
@@ -45,9 +52,30 @@ def captured_tensors(problem):
             .get_concrete_function(t_spec, *y_specs)
             .graph
         )
-    except Exception:  # noqa: BLE001 (any failure: plain backprop is still right)
-        return None
+    except Exception as e:
+        if checkpoints_option is None:
+            return None
+        raise ValueError(
+            "`checkpoints` needs `func` to run on its own in a `tf.function` (to "
+            "find the tensors it reads), which failed; call `func` once before "
+            f"`odeint` if it creates variables on its first call. Received: {e}"
+        ) from e
     return [x for x in graph.external_captures if x.dtype.is_floating]
+
+
+@tf.custom_gradient
+def _first_order_only(x):
+    """The identity, whose gradient raises: differentiating the checkpointed
+    gradient would need the solve differentiable in what it recorded."""
+
+    def grad(_):
+        raise NotImplementedError(
+            "The checkpointed gradient of `odeint` (used with `checkpoints=N` and "
+            "under XLA) cannot be differentiated again. For second derivatives "
+            "use `checkpoints=None` outside XLA (TensorFlow's own gradient)."
+        )
+
+    return tf.identity(x), grad
 
 
 def solve_checkpointed(problem, func, slots, options, captured):
@@ -70,10 +98,7 @@ def solve_checkpointed(problem, func, slots, options, captured):
     slots = max(2, min(slots or AUTOMATIC_SLOTS, max_num_steps))
     tableau = problem.tableau
     replay = adaptive.replay if tableau.adaptive else fixed_grid.replay
-    if hasattr(func, "stateless_call") and not func.built:
-        # Build the Keras layer (one call) so that its weights exist to pass in.
-        func(problem.t[0], tf.nest.pack_sequence_as(problem.structure, problem.y0))
-    dynamics = Dynamics(func, None, problem.structure)
+    dynamics = Dynamics(func, None, problem)
     num_leaves = len(problem.y0)
     num_params = len(dynamics.params)
     stats_out = []
@@ -143,8 +168,9 @@ def solve_checkpointed(problem, func, slots, options, captured):
             grads = [c + g[0] for c, g in zip(cotangent, grad_ys)] + accumulated
             # A failed solve has NaN outputs; its gradients are NaN too.
             failed = stats.status != 0
+            nan = [tf.constant(float("nan"), g.dtype) for g in grads]
             grads = [
-                tf.where(failed, tf.constant(float("nan"), g.dtype), g) for g in grads
+                _first_order_only(tf.where(failed, n, g)) for n, g in zip(nan, grads)
             ]
             num_inputs = num_leaves + 1 + num_params + len(captured)
             return grads[:num_inputs], grads[num_inputs:]

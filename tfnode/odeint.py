@@ -43,10 +43,12 @@ def odeint(
       keeps `N` states at evenly spread steps (thinned as the solve goes on)
       and three scalars per step; the backward pass retakes each step from
       the states under a tape, replaying segments longer than `N` steps on
-      further levels. Memory follows `N` and `log(max_num_steps)`, never the
-      steps taken nor `max_num_steps` itself; time is one more evaluation
-      of each step, plus one replay per extra level. (TensorFlow's own
-      gradient of a loop under XLA preallocates `max_num_steps` steps.)
+      further levels. Memory follows `N` states and `log(max_num_steps)`
+      levels, never the steps taken, plus three scalars per allowed step;
+      time is one more evaluation of each step, plus one replay per extra
+      level. (TensorFlow's own gradient of a loop under XLA preallocates
+      `max_num_steps` steps of every stage.) This gradient cannot be
+      differentiated again (second derivatives raise).
 
     `odeint_adjoint` needs memory constant in the steps at any length, but its
     gradients are exact only to the solver's tolerance.
@@ -116,7 +118,11 @@ def odeint(
     )
     _validation.check_checkpoints(checkpoints)
     problem = prepare(func, y0, t, method, **options)
-    captured = captured_tensors(problem) if uses_checkpoints(checkpoints) else None
+    captured = (
+        captured_tensors(problem, checkpoints)
+        if uses_checkpoints(checkpoints)
+        else None
+    )
     if captured is not None:
         ys, stats = solve_checkpointed(problem, func, checkpoints, options, captured)
     else:

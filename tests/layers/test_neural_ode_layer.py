@@ -183,6 +183,30 @@ def test_fit_with_jit_compile():
         assert np.all(np.isfinite(w)) and not np.array_equal(np.asarray(w), b), w.path
 
 
+def test_backprop_under_xla_matches_graph_mode():
+    """`adjoint=False` with `jit_compile=True` takes the checkpointed gradient
+    (here `checkpoints=2`, in the config): one SGD step from the same weights
+    as in graph mode, where TensorFlow differentiates the solver's loop."""
+    x, y = data(), data(seed=1)
+    weights = {}
+    for jit in (False, True):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((D,))
+        ode = tfnode.NeuralODELayer(
+            mlp(), adjoint=False, checkpoints=2, rtol=SOLVE_TOL, atol=SOLVE_TOL
+        )
+        assert ode.get_config()["checkpoints"] == 2
+        assert tfnode.NeuralODELayer.from_config(ode.get_config()).checkpoints == 2
+        model = keras.Model(inputs, ode(inputs))
+        model.compile(keras.optimizers.SGD(0.1), "mse", jit_compile=jit)
+        model.fit(x, y, batch_size=B, epochs=1, shuffle=False, verbose=0)
+        weights[jit] = [np.asarray(w) for w in model.trainable_weights]
+    # Both solves take the same steps unless float32 round-off flips a decision;
+    # then they differ by the solve's error, times the learning rate.
+    for a, b in zip(weights[True], weights[False]):
+        assert_allclose(a, b, atol=0.1 * SOLVER_ERROR)
+
+
 def test_custom_training_loop():
     keras.utils.set_random_seed(0)
     ode = tfnode.NeuralODELayer(mlp(), name="ode")

@@ -122,7 +122,8 @@ def build_rknet(*, tol=1e-3, method="dopri5", max_num_steps=1000, name="rknet"):
     """Builds RK-Net: ODE-Net with gradients by backprop through the solver.
 
     Same architecture and parameters as `build_odenet`; memory grows with the
-    number of solver steps. Arguments as in `build_odenet`.
+    number of solver steps (under XLA it is 64 checkpoints, see `tfnode.odeint`).
+    Arguments as in `build_odenet`.
 
     Example:
 

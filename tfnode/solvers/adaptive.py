@@ -121,11 +121,7 @@ def solve(
                 u_out, num_times, idx, ys, u, dt, u_new, y, ks_dense, accept, dense
             )
         else:
-            if tableau.b_mid is not None:
-                y_mid = runge_kutta.combine(y, dt, tableau.b_mid, ks)
-                coeffs = interpolation.quartic(y, y1, y_mid, k1, k_next, dt)
-            else:
-                coeffs = interpolation.hermite(y, y1, k1, k_next, dt)
+            coeffs = _dense_coeffs(tableau, y, y1, ks, k_next, dt)
             idx, ys = fill(u_out, num_times, idx, ys, u, dt, u_new, coeffs, accept)
 
         dt_next = tf.stop_gradient(
@@ -214,11 +210,7 @@ def replay(func, t, tableau, records, k, y, grad_ys=None):
         records.u[tf.minimum(k + 1, tf.shape(records.u)[0] - 1)],
     )
     k_next = ks[-1] if tableau.fsal else g(u_next, y1)
-    if tableau.b_mid is not None:
-        y_mid = runge_kutta.combine(y, dt, tableau.b_mid, ks)
-        coeffs = interpolation.quartic(y, y1, y_mid, k1, k_next, dt)
-    else:
-        coeffs = interpolation.hermite(y, y1, k1, k_next, dt)
+    coeffs = _dense_coeffs(tableau, y, y1, ks, k_next, dt)
     u_out = (t - t0) / span  # [T] or [T, B], as the solve computes it
     written = (u_out > u) & (u_out <= u_next)  # the outputs this step wrote
     theta = (u_out - u) / dt
@@ -232,6 +224,15 @@ def replay(func, t, tableau, records, k, y, grad_ys=None):
         mask = tf.reshape(written, shape)
         dot += tf.reduce_sum(tf.where(mask, g_out, tf.zeros([], dtype)) * values)
     return y1, dot
+
+
+def _dense_coeffs(tableau, y, y1, ks, k_next, dt):
+    """The interpolant of a step from `y` to `y1` (stages `ks`, `f(y1) = k_next`):
+    quartic where the tableau gives a midpoint, else cubic Hermite."""
+    if tableau.b_mid is not None:
+        y_mid = runge_kutta.combine(y, dt, tableau.b_mid, ks)
+        return interpolation.quartic(y, y1, y_mid, ks[0], k_next, dt)
+    return interpolation.hermite(y, y1, ks[0], k_next, dt)
 
 
 def _eps(dtype):
