@@ -48,6 +48,18 @@ def test_quick_example_runs():
     assert min(logs["ode_nfe"] + logs["ode_backward_nfe"]) > 0, logs
 
 
+def test_per_sample_example_prints_what_it_promises():
+    [code] = _python_blocks("## Per-sample step control")
+    namespace = _run(code)
+    [promised] = re.findall(r"# per sample: \[([\d ]+)\]; shared: (\d+)", code)
+    steps = namespace["stats"].num_steps.numpy()
+    assert steps.tolist() == [int(n) for n in promised[0].split()]
+    _, shared = tfnode.odeint(
+        namespace["vdp"], namespace["y0"], namespace["t"], return_stats=True
+    )
+    assert int(shared.num_steps) == int(promised[1])
+
+
 F32_ROUNDOFF = 1e-6
 
 

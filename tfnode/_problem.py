@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from tfnode import _validation, solvers
 from tfnode.solvers import adaptive, fixed_grid
-from tfnode.solvers.controller import PIController, rms_norm
+from tfnode.solvers.controller import PIController
 from tfnode.solvers.time_map import rescaled
 from tfnode.stats import Status, raise_on_failure
 
@@ -27,12 +27,14 @@ class Problem(NamedTuple):
     times_ok: tf.Tensor | None
 
 
-def prepare(func, y0, t, method, **options) -> Problem:
+def prepare(func, y0, t, method, per_sample_steps=False, **options) -> Problem:
     """Validates and normalises the inputs once, for `odeint` and `odeint_adjoint`."""
     tableau = solvers.get(method)
     _validation.check_options(tableau, **options)
     y0 = _validation.as_state(y0)
     leaves = _validation.check_state(y0)
+    if per_sample_steps:
+        _validation.check_batched(leaves)
     t, times_ok = _validation.check_times(t, leaves[0].dtype, leaves)
     return Problem(_validation.flat_func(func, y0), leaves, t, y0, tableau, times_ok)
 
@@ -48,10 +50,12 @@ def run_driver(
     step_size,
     first_step,
     max_num_steps,
-    norm=rms_norm,
+    norm=None,
     rescale=rescaled,
     k1=None,
     records=None,
+    per_sample_steps=False,
+    quadrature=None,
 ):
     """Runs the adaptive or fixed-grid driver for `tableau` on flat `y0`.
 
@@ -59,9 +63,13 @@ def run_driver(
     `adaptive.solve`). Returns `(ys, stats, next_step)`: `next_step` is the
     step an adaptive controller proposed at the end, `None` for fixed-step
     methods. With `records` (empty `checkpoints.Records`), a fourth element:
-    the records of the steps taken.
+    the records of the steps taken. `norm`: the adaptive driver's error norm
+    (default: RMS, per sample with `per_sample_steps`).
     """
     more = {} if records is None else {"records": records}
+    more["per_sample_steps"] = per_sample_steps
+    if quadrature is not None:  # adaptive methods only (the adjoint's choice)
+        more["quadrature"] = quadrature
     if tableau.adaptive:
         return adaptive.solve(
             func,

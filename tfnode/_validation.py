@@ -137,6 +137,17 @@ def check_state(y0):
     return leaves
 
 
+def check_batched(y0):
+    """Per-sample steps need a leading batch axis, the same in every leaf."""
+    sizes = {leaf.shape[0] for leaf in y0 if leaf.shape.rank}
+    if any(leaf.shape.rank == 0 for leaf in y0) or len(sizes - {None}) > 1:
+        raise ValueError(
+            "`per_sample_steps=True` steps each sample of the leading batch axis on "
+            "its own, so every tensor in `y0` needs that axis, of one size B. "
+            f"Received: y0 with shapes {[tuple(leaf.shape) for leaf in y0]}"
+        )
+
+
 def check_times(t, dtype, y0):
     """Converts `t` to `dtype` and checks its shape against the state `y0`.
 

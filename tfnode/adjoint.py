@@ -9,7 +9,8 @@ from tfnode import _tf_private, _validation, solvers
 from tfnode._dynamics import Dynamics
 from tfnode._problem import finish, prepare, run_driver, solve
 from tfnode._typing import ODEFunction, State, TensorLike, TimeLike
-from tfnode.solvers.controller import rms_norm
+from tfnode.solvers import runge_kutta
+from tfnode.solvers.controller import per_sample_rms_norm, rms_norm
 from tfnode.solvers.time_map import broadcast_to_leaf
 from tfnode.stats import SolverStats, raise_on_failure
 
@@ -24,7 +25,8 @@ class BackwardStats(tf.Module):
     Create one of these outside any `tf.function`, pass it as
     `backward_stats=`, and read it after `tape.gradient(...)`: each attribute
     is an int32 variable holding the counts of the most recent backward pass
-    (summed over its output intervals; `status` is the worst one).
+    (summed over its output intervals; `status` is the worst one), of shape
+    `[B]`, one per sample, with `per_sample_steps=True`.
 
     Example:
 
@@ -49,6 +51,8 @@ class BackwardStats(tf.Module):
                         0,
                         trainable=False,
                         name=field,
+                        # a scalar, or [B] after a per-sample backward pass
+                        shape=tf.TensorShape(None),
                         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
                     ),
                 )
@@ -87,6 +91,7 @@ def odeint_adjoint(
     adjoint_max_num_steps: int | None = None,
     adjoint_norm: str = "seminorm",
     backward_stats: BackwardStats | None = None,
+    per_sample_steps: bool = False,
     return_stats: bool = False,
 ) -> State | tuple[State, SolverStats]:
     """Integrates `dy/dt = func(t, y)` like `odeint`, with adjoint gradients.
@@ -166,7 +171,8 @@ def odeint_adjoint(
         first_step=first_step,
         max_num_steps=max_num_steps,
     )
-    problem = prepare(func, y0, t, method, **options)
+    problem = prepare(func, y0, t, method, per_sample_steps, **options)
+    options["per_sample_steps"] = bool(per_sample_steps)
     backward_tableau, backward_options = backward_settings(
         method,
         rtol=rtol,
@@ -208,6 +214,7 @@ def odeint_adjoint(
                 adjoint_norm,
                 backward_stats,
                 last_step,
+                bool(per_sample_steps),
             )
             return grads, dynamics.variable_grads(variables)
 
@@ -279,24 +286,29 @@ def _split(inputs, num_leaves):
     return list(inputs[:num_leaves]), inputs[num_leaves], list(inputs[num_leaves + 1 :])
 
 
-def _augmented(dynamics, param_values, num_leaves):
+def _augmented(dynamics, param_values, num_leaves, per_sample_steps):
     """Returns `make_g(t_start, span)`: the adjoint system of one interval in
     unit time `u`, `t = t_start + u * span`. With per-sample spans `[B]` the
-    parameter adjoint sums each sample's contribution times its own span."""
+    parameter adjoint sums each sample's contribution times its own span.
+
+    With per-sample steps the system is `(y, a)` alone: samples accept or
+    reject steps of their own sizes, so the parameter adjoint, a sum over
+    samples, is integrated apart from it (`_parameter_quadrature`) once each
+    step's accepting samples are known."""
     targets = dynamics.vjp_targets(param_values)
     func = dynamics.flat_func(param_values)
 
     def make_g(t_start, span):
         def g(u, state):
             y, adj_y = state[:num_leaves], state[num_leaves : 2 * num_leaves]
-            with tf.GradientTape() as tape:
-                tape.watch(y)
-                tape.watch(targets)
-                dy = func(t_start + u * span, y)
             scaled_adj = [broadcast_to_leaf(span, a) * a for a in adj_y]
+            sources = y if per_sample_steps else y + list(targets)
+            with tf.GradientTape() as tape:
+                tape.watch(sources)
+                dy = func(t_start + u * span, y)
             vjps = tape.gradient(
                 dy,
-                y + list(targets),
+                sources,
                 output_gradients=scaled_adj,
                 unconnected_gradients=tf.UnconnectedGradients.ZERO,
             )
@@ -305,6 +317,47 @@ def _augmented(dynamics, param_values, num_leaves):
         return g
 
     return make_g
+
+
+def _parameter_quadrature(dynamics, param_values, num_leaves, tableau):
+    """Returns `make_increment(t_start, span)`: the parameter adjoint's
+    integral over a step of per-sample steps, for the `quadrature` of
+    `adaptive.solve`: `-sum_i b_i step_b span_b a_i,b . df/dparams(t_i,b,
+    y_i,b)` over the stages `i` with a nonzero weight `b_i`, summed over the
+    samples that took the step. One vector-Jacobian product per such stage,
+    its cotangent already weighted and masked, so the sum over samples is
+    exact; each costs an evaluation of `func` again (5 per dopri5 step)."""
+    targets = dynamics.vjp_targets(param_values)
+    func = dynamics.flat_func(param_values)
+
+    def make_increment(t_start, span):
+        def increment(u, state, step, ks, accept):
+            weight = step * tf.cast(accept, step.dtype) * span  # [B]
+            total = [tf.zeros_like(p) for p in param_values]
+            for i, b_i in enumerate(tableau.b):
+                if b_i == 0:
+                    continue
+                stage = state
+                if i:
+                    stage = runge_kutta.combine(state, step, tableau.a[i], ks[:i])
+                y, adj_y = stage[:num_leaves], stage[num_leaves:]
+                u_i = u + tf.constant(tableau.c[i], step.dtype) * step
+                cotangents = [broadcast_to_leaf(b_i * weight, a) * a for a in adj_y]
+                with tf.GradientTape() as tape:
+                    tape.watch(targets)
+                    dy = func(t_start + u_i * span, y)
+                vjps = tape.gradient(
+                    dy,
+                    list(targets),
+                    output_gradients=cotangents,
+                    unconnected_gradients=tf.UnconnectedGradients.ZERO,
+                )
+                total = [a - v for a, v in zip(total, vjps)]
+            return total
+
+        return increment
+
+    return make_increment
 
 
 def _backward(
@@ -319,26 +372,32 @@ def _backward(
     norm_name,
     recorder,
     last_step,
+    per_sample_steps,
 ):
     """Solves the adjoint system from `t[-1]` back to `t[0]`; returns the
     gradients for `(*y0, t, *params)`. `last_step` is the step the forward
-    controller proposed at `t[-1]` (units of `t`, `None` for fixed steps): it
-    starts the first backward interval, since the adjoint shares the forward
-    Jacobian's time scales, and saves the initial-step heuristic's evaluations
-    and the small first steps it tends to choose."""
+    controller proposed at `t[-1]` (units of `t`, `None` for fixed steps; per
+    sample with per-sample steps): it starts the first backward interval,
+    since the adjoint shares the forward Jacobian's time scales, and saves the
+    initial-step heuristic's evaluations and the small first steps it tends to
+    choose. With `per_sample_steps` the backward solve steps each sample on its
+    own too, its parameter adjoint included (see `_augmented`)."""
     num_leaves = len(y0)
     per_sample = t.shape.rank == 2
     func = dynamics.flat_func(param_values)
-    make_g = _augmented(dynamics, param_values, num_leaves)
+    per_sample_params = per_sample_steps and tableau.adaptive
+    make_g = _augmented(dynamics, param_values, num_leaves, per_sample_params)
+    make_increment = _parameter_quadrature(dynamics, param_values, num_leaves, tableau)
     # Each interval is solved in unit time u in [0, 1] on a grid shared by all
     # samples (make_g maps u to each sample's own times), so the parameter
     # adjoint, which has no batch axis, needs no per-sample output times.
     unit_interval = tf.constant([0.0, 1.0], t.dtype)
-    norm = rms_norm
+    base_norm = per_sample_rms_norm if per_sample_params else rms_norm
+    norm = base_norm
     if norm_name == "seminorm":
 
         def norm(leaves):
-            return rms_norm(leaves[: 2 * num_leaves])
+            return base_norm(leaves[: 2 * num_leaves])
 
     def dot(a, b):
         """Sum of `a * b` over each sample (per-sample grids) or overall."""
@@ -351,6 +410,7 @@ def _backward(
         return tf.add_n(terms)
 
     num_times = tf.shape(t)[0]
+    batch = [tf.shape(y0[0])[0]] if per_sample_params else []
     adj_params = [tf.zeros_like(p) for p in param_values]
     adj_t = tf.zeros_like(t)
 
@@ -365,7 +425,7 @@ def _backward(
         y_i = [y[i] for y in ys]
         g_i = [g[i] for g in grad_ys]
         adj_y = [a + g for a, g in zip(adj_y, g_i)]
-        state = y_i + adj_y + adj_params
+        state = y_i + adj_y + ([] if per_sample_params else adj_params)
         span = t[i - 1] - t[i]
         width = tf.reduce_max(tf.abs(span))  # the widest sample's span is u = 1
         augmented = make_g(t[i], span)
@@ -375,7 +435,7 @@ def _backward(
 
         if tableau.adaptive:
             # The first stage's y-part is span * f(t_i, y_i): it also gives dL/dt_i.
-            k1 = augmented(tf.zeros([], t.dtype), state)
+            k1 = augmented(tf.zeros(batch, t.dtype), state)
             f_i = dot(g_i, k1[:num_leaves]) / span
             interval_options = dict(
                 options, first_step=None if first_step is None else first_step / width
@@ -384,7 +444,11 @@ def _backward(
             k1 = None
             f_i = dot(g_i, func(t[i], y_i))
             interval_options = dict(options, step_size=options["step_size"] / width)
-        out, stats, next_step = run_driver(
+        quadrature = None
+        if per_sample_params:
+            increment = make_increment(t[i], span)
+            quadrature = ([tf.zeros_like(p) for p in adj_params], increment)
+        out, stats, next_step, *integrals = run_driver(
             tableau,
             None,
             state,
@@ -392,6 +456,10 @@ def _backward(
             norm=norm,
             rescale=rescale,
             k1=k1,
+            # Fixed steps are per-sample already; their state holds the
+            # parameter adjoint, which has no batch axis to split a status by.
+            per_sample_steps=per_sample_params,
+            quadrature=quadrature,
             **interval_options,
         )
         if tableau.adaptive:
@@ -401,6 +469,8 @@ def _backward(
             next_step = tf.zeros([], t.dtype)
         adj_t = tf.tensor_scatter_nd_update(adj_t, [[i]], f_i[None])
         end = [x[-1] for x in out]
+        if per_sample_params:
+            end += [a + b for a, b in zip(adj_params, integrals[0])]
         return (
             end[num_leaves : 2 * num_leaves],
             end[2 * num_leaves :],
@@ -426,7 +496,19 @@ def _backward(
         )
 
     adj_y0 = [tf.zeros_like(y) for y in y0]
-    first = body(num_times - 1, adj_y0, adj_params, adj_t, last_step, 1, 0, 0, 0)
+    # [B] with per-sample steps (fixed-step counts broadcast: alike for all).
+    counts = tf.zeros([tf.shape(y0[0])[0]] if per_sample_steps else [], tf.int32)
+    first = body(
+        num_times - 1,
+        adj_y0,
+        adj_params,
+        adj_t,
+        last_step,
+        1 + counts,
+        counts,
+        counts,
+        counts,
+    )
     _, adj_y, adj_params, adj_t, _, nfe, num_steps, num_rejected, status = (
         tf.while_loop(
             lambda i, *_: i > 0,

@@ -17,6 +17,7 @@ from tfnode import _tf_private
 from tfnode._dynamics import Dynamics
 from tfnode._problem import solve
 from tfnode.solvers import adaptive, checkpoints, fixed_grid
+from tfnode.solvers.time_map import broadcast_to_leaf
 
 # The checkpoints of `checkpoints=None` under XLA, where memory must be fixed
 # in advance. Neural-ODE solves mostly take fewer steps, and then the sweep
@@ -113,7 +114,8 @@ def solve_checkpointed(problem, func, slots, options, captured):
             y0 = [tf.stop_gradient(y) for y in y0]
             t = tf.stop_gradient(t)
             param_values = [tf.stop_gradient(p) for p in param_values]
-            records = checkpoints.start(y0, slots, max_num_steps)
+            per_sample = options.get("per_sample_steps", False) and tableau.adaptive
+            records = checkpoints.start(y0, slots, max_num_steps, per_sample)
             ys, stats, _, records = solve(
                 problem,
                 dynamics.flat_func(param_values),
@@ -166,11 +168,14 @@ def solve_checkpointed(problem, func, slots, options, captured):
             )
             # ys[0] is y0 itself.
             grads = [c + g[0] for c, g in zip(cotangent, grad_ys)] + accumulated
-            # A failed solve has NaN outputs; its gradients are NaN too.
+            # A failed solve has NaN outputs; its gradients are NaN too: per
+            # sample for y0 with per-sample steps, wherever one failed for the rest.
             failed = stats.status != 0
-            nan = [tf.constant(float("nan"), g.dtype) for g in grads]
+            masks = [broadcast_to_leaf(failed, g) for g in grads[:num_leaves]]
+            masks += [tf.reduce_any(failed)] * (len(grads) - num_leaves)
             grads = [
-                _first_order_only(tf.where(failed, n, g)) for n, g in zip(nan, grads)
+                _first_order_only(tf.where(m, tf.constant(float("nan"), g.dtype), g))
+                for m, g in zip(masks, grads)
             ]
             num_inputs = num_leaves + 1 + num_params + len(captured)
             return grads[:num_inputs], grads[num_inputs:]

@@ -22,6 +22,7 @@ def odeint(
     first_step: float | None = None,
     max_num_steps: int = 4096,
     checkpoints: int | None = None,
+    per_sample_steps: bool = False,
     return_stats: bool = False,
 ) -> State | tuple[State, SolverStats]:
     """Integrates `dy/dt = func(t, y)` from `t[0]` through every time in `t`.
@@ -78,6 +79,16 @@ def odeint(
         checkpoints: How many states the gradient keeps per checkpoint
             buffer (at least 2), or `None`: TensorFlow's own gradient outside
             XLA, 64 under XLA. See above.
+        per_sample_steps: Whether each sample of the leading batch axis of
+            every leaf is solved on its own: its own step size, error norm
+            (over its own components), accept/reject decisions, counts and
+            status, so that its output does not depend on the other samples
+            of the batch. `func` then receives `t` of shape `[B]`, and the
+            fields of `stats` have shape `[B]`. A failed sample's outputs are
+            NaN and the others are valid. Fixed-step methods take the same
+            steps for all samples anyway; the statistics and failures become
+            per sample. Defaults to `False` (one step size for the batch,
+            chosen by the RMS error over all of it).
         return_stats: Whether to also return a `tfnode.SolverStats`.
 
     Returns:
@@ -117,7 +128,8 @@ def odeint(
         max_num_steps=max_num_steps,
     )
     _validation.check_checkpoints(checkpoints)
-    problem = prepare(func, y0, t, method, **options)
+    problem = prepare(func, y0, t, method, per_sample_steps, **options)
+    options["per_sample_steps"] = bool(per_sample_steps)
     captured = (
         captured_tensors(problem, checkpoints)
         if uses_checkpoints(checkpoints)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from typing import NamedTuple
 
+import numpy as np
 import tensorflow as tf
 
 from tfnode import _tf_private
@@ -49,7 +50,8 @@ def status_message(status: Status | int, *, max_num_steps: int) -> str:
 
 
 class SolverStats(NamedTuple):
-    """Counts of one solve, as scalar int32 tensors.
+    """Counts of one solve, as scalar int32 tensors; with per-sample steps
+    (`per_sample_steps=True`), each field has shape `[B]`, one per sample.
 
     Attributes:
         nfe: Number of evaluations of `func`.
@@ -74,26 +76,59 @@ def in_xla_context() -> bool:
 def raise_on_failure(status, *, max_num_steps, context=""):
     """Raises in eager mode, or adds an assertion in a graph, if `status != 0`.
 
-    `context` prefixes the message (e.g. which solve failed).
+    `status` is a scalar, or `[B]` with per-sample steps: then the message
+    names the failing samples' indices. `context` prefixes the message (e.g.
+    which solve failed).
 
     Under XLA assertions are ignored by TensorFlow, so nothing is added; the
     status and the NaN outputs report the failure. Returns the control
     dependencies to attach to the outputs.
     """
     if tf.executing_eagerly():
-        code = int(status)
-        if code != Status.SUCCESS:
-            raise tf.errors.InvalidArgumentError(
-                None, None, context + status_message(code, max_num_steps=max_num_steps)
+        codes = np.asarray(status)
+        if codes.ndim == 0:
+            if int(codes) != Status.SUCCESS:
+                raise tf.errors.InvalidArgumentError(
+                    None,
+                    None,
+                    context + status_message(int(codes), max_num_steps=max_num_steps),
+                )
+            return []
+        failed = np.flatnonzero(codes)
+        if not failed.size:
+            return []
+        others = "; the others are valid" if failed.size < codes.size else ""
+        count = f"{failed.size} of {codes.size}{others}"
+        kinds = sorted(set(codes[failed].tolist()))
+        if len(kinds) == 1:  # the message first, as in graph mode
+            message = (
+                status_message(kinds[0], max_num_steps=max_num_steps)
+                + f" Failing samples: {failed.tolist()} ({count})."
             )
-        return []
+        else:
+            message = f"The solve failed for {count} samples. " + " ".join(
+                f"Samples {np.flatnonzero(codes == code).tolist()}: "
+                + status_message(code, max_num_steps=max_num_steps)
+                for code in kinds
+            )
+        raise tf.errors.InvalidArgumentError(None, None, context + message)
     if in_xla_context():
         return []
     messages = tf.constant(
         [context + status_message(s, max_num_steps=max_num_steps) for s in Status]
     )
+    if status.shape.rank == 0:
+        return [
+            tf.debugging.Assert(
+                tf.equal(status, 0), [tf.gather(messages, status)], summarize=1
+            )
+        ]
+    failed = tf.where(status != 0)[:, 0]  # indices of the failing samples
+    first = tf.gather(status, tf.argmax(tf.cast(status != 0, tf.int32)))
     return [
         tf.debugging.Assert(
-            tf.equal(status, 0), [tf.gather(messages, status)], summarize=1
+            tf.reduce_all(tf.equal(status, 0)),
+            [tf.gather(messages, first), "Failing samples:", failed],
+            summarize=100,
         )
     ]

@@ -6,9 +6,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfnode.solvers import checkpoints, interpolation, runge_kutta
-from tfnode.solvers.controller import rms_norm
+from tfnode.solvers.controller import per_sample_rms_norm, rms_norm
 from tfnode.solvers.initial_step import initial_step
-from tfnode.solvers.time_map import broadcast_to_leaf, rescaled
+from tfnode.solvers.time_map import all_finite, broadcast_to_leaf, rescaled
 from tfnode.stats import SolverStats, Status, in_xla_context
 
 # Stands in for a non-finite error ratio so that the step is rejected and shrunk.
@@ -28,60 +28,84 @@ def solve(
     *,
     max_num_steps,
     first_step=None,
-    norm=rms_norm,
+    norm=None,
     rescale=rescaled,
     k1=None,
     records=None,
+    per_sample_steps=False,
+    quadrature=None,
 ):
     """Solves from `t[0]` through `t`, returning `(ys, stats, next_step)`.
 
     Args:
         func: `func(t, y) -> dy/dt` on flat lists of tensors.
-        y0: list of tensors (with a leading batch axis `B` if `t` is `[T, B]`).
+        y0: list of tensors (with a leading batch axis `B` if `t` is `[T, B]`
+            or `per_sample_steps`).
         t: `[T]` or `[T, B]` tensor, validated by the caller.
         tableau: an adaptive `ButcherTableau`.
         controller: a `PIController`.
-        max_num_steps: bound on attempted steps.
+        max_num_steps: bound on attempted steps (per sample: on iterations).
         first_step: optional first step, in units of `t`.
-        norm: error norm over a list of scaled leaves (the adjoint passes a
-            seminorm).
+        norm: error norm over a list of scaled leaves, `[B]` per sample with
+            `per_sample_steps` (the adjoint passes a seminorm). Defaults to
+            the RMS norm of the mode.
         rescale: `rescale(func, t_start, span) -> g(u, y)`, the dynamics in the
             unit time `u` (see `time_map.rescaled`; the adjoint passes its own).
         k1: the rescaled dynamics at `u = 0`, `rescale(func, t[0], span)(0, y0)`,
             if the caller has already evaluated it (counted in the NFE).
         records: empty `checkpoints.Records` to fill with the accepted steps
             (for `replay`), or `None`.
+        per_sample_steps: whether each sample (leading axis of every leaf) has
+            its own time `u`, step, error norm, accept/reject decision, counts
+            and status. The loop runs until every sample is done or failed;
+            a done or failed sample is frozen (it takes steps of size 0, and
+            `func` still sees it, at its last time).
+        quadrature: `(initial, increment)`, integrals to accumulate along the
+            accepted steps: `increment(u, y, step, ks, accept)` returns the
+            contribution of the step from `(u, y)` of size `step` (stages
+            `ks`) for the samples in `accept`, added to `initial` (a list of
+            tensors). The adjoint integrates its parameter adjoint so with
+            per-sample steps.
 
     Returns:
         `(ys, stats, next_step)`: a list of `[T, *leaf.shape]` tensors (NaN if
-        the solve failed), a `SolverStats`, and the step the controller
+        the solve failed; per sample with `per_sample_steps`), a `SolverStats`
+        (fields `[B]` with `per_sample_steps`), and the step the controller
         proposes at `t[-1]` (in units of `t`; the larger of the step proposed
         before the last step was cut to end there and the one its error
         allows), to start a following solve (the adjoint's next interval).
-        With `records`, a fourth element: the filled records.
+        With `records`, then with `quadrature`, one more element each: the
+        filled records, the integrals.
     """
     dtype = y0[0].dtype
-    per_sample = t.shape.rank == 2
+    if norm is None:
+        norm = per_sample_rms_norm if per_sample_steps else rms_norm
     num_times = t.shape[0] if t.shape[0] is not None else tf.shape(t)[0]
     t0, span = t[0], t[-1] - t[0]
     u_out = (t - t0) / span  # [T] or [T, B], from 0 to 1
     g = rescale(func, t0, span)
-    zero, one = tf.zeros([], dtype), tf.ones([], dtype)
+    one = tf.ones([], dtype)
+    # The unit time: one for all, or one per sample.
+    u0 = tf.zeros([tf.shape(y0[0])[0]] if per_sample_steps else [], dtype)
+    if per_sample_steps and u_out.shape.rank == 1:
+        u_out = tf.broadcast_to(u_out[:, None], [num_times, tf.shape(u0)[0]])
 
     if k1 is None:
-        k1 = g(zero, y0)
+        k1 = g(u0, y0)
     if first_step is None:
         dt, extra_nfe = initial_step(
-            g, zero, y0, k1, tableau.order, controller.rtol, controller.atol, norm, one
+            g, u0, y0, k1, tableau.order, controller.rtol, controller.atol, norm, one
         )
     else:
         # Step-size selection is not differentiated, this step's neither.
         dt = tf.stop_gradient(
             tf.minimum(tf.cast(first_step, dtype) / tf.reduce_max(tf.abs(span)), one)
         )
+        dt = tf.broadcast_to(dt, tf.shape(u0))
         extra_nfe = 0
-    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(x)) for x in y0 + k1])
-    status = tf.where(finite, Status.SUCCESS, Status.NONFINITE)
+    status = tf.where(
+        all_finite(y0 + k1, per_sample_steps), Status.SUCCESS, Status.NONFINITE
+    )
 
     ys = [
         tf.concat(
@@ -89,9 +113,9 @@ def solve(
         )
         for y in y0
     ]
-    idx = tf.ones([tf.shape(t)[1]] if per_sample else [], tf.int32)
+    idx = tf.ones([tf.shape(u_out)[1]] if u_out.shape.rank == 2 else [], tf.int32)
 
-    if per_sample:
+    if u_out.shape.rank == 2:
         fill = _fill_per_sample
     elif in_xla_context():
         fill = _fill_shared
@@ -99,89 +123,125 @@ def solve(
         fill = _fill_shared_graph
         dense = tf.constant(_dense_output_matrix(tableau), dtype)
 
-    def body(u, dt, y, k1, prev_ratio, idx, ys, num_steps, num_rejected, status, *rec):
+    def where(mask, a, b):
+        """`tf.where` with a scalar or per-sample `mask`, on any leaf."""
+        return tf.where(broadcast_to_leaf(mask, a), a, b)
+
+    def body(
+        u, dt, y, k1, prev_ratio, idx, ys, num_steps, num_rejected, status, *extra
+    ):
+        rec, quad = _split_extra(extra, records, quadrature)
+        # A done or failed sample (per-sample steps) takes steps of size 0.
+        active = (u < one) & (status == 0)
         proposed = dt
         last = dt >= one - u
-        dt = tf.where(last, one - u, dt)
-        y1, y_err, ks = runge_kutta.step(g, u, y, dt, tableau, k1)
+        step = tf.where(active, tf.where(last, one - u, dt), tf.zeros_like(dt))
+        y1, y_err, ks = runge_kutta.step(g, u, y, step, tableau, k1)
         ratio = tf.stop_gradient(controller.error_ratio(y, y1, y_err, norm))
         ratio_finite = tf.math.is_finite(ratio)
         ratio = tf.where(ratio_finite, ratio, _LARGE_RATIO)
-        accept = ratio <= 1
-        u_new = tf.where(last, one, u + dt)
+        accept = (ratio <= 1) & active
+        u_new = tf.where(last, one, u + step)
         if tableau.fsal:
             k_next = ks[-1]
         else:
             k_next = g(u_new, y1)
+        # Where the step is 0 the outputs are not written; dividing by 1 there
+        # keeps infinities out of the values and gradients that `where` drops.
+        safe = tf.where(step > 0, step, tf.ones_like(step))
         if fill is _fill_shared_graph:
             # Graph mode: no inner loop,
             # no interpolant unless an output falls in the step.
             ks_dense = ks if tableau.fsal else ks + [k_next]
             idx, ys = fill(
-                u_out, num_times, idx, ys, u, dt, u_new, y, ks_dense, accept, dense
+                u_out, num_times, idx, ys, u, safe, u_new, y, ks_dense, accept, dense
             )
         else:
-            coeffs = _dense_coeffs(tableau, y, y1, ks, k_next, dt)
-            idx, ys = fill(u_out, num_times, idx, ys, u, dt, u_new, coeffs, accept)
+            coeffs = _dense_coeffs(tableau, y, y1, ks, k_next, step)
+            idx, ys = fill(u_out, num_times, idx, ys, u, safe, u_new, coeffs, accept)
 
         dt_next = tf.stop_gradient(
-            controller.next_dt(dt, ratio, prev_ratio, accept, tableau.error_order)
+            controller.next_dt(step, ratio, prev_ratio, accept, tableau.error_order)
         )
         if rec:
-            rec = (checkpoints.push(rec[0], accept, 0, u, dt, y),)
+            rec = (checkpoints.push(rec[0], accept, 0, u, step, y),)
+        if quad:
+            increments = quadrature[1](u, y, step, ks, accept)
+            quad = ([a + b for a, b in zip(quad[0], increments)],)
         done = accept & last
         eps = tf.constant(_eps(dtype), dtype)
         u_next = tf.where(accept, u_new, u)
-        underflow = ~done & (dt_next < _UNDERFLOW_EPS * eps * tf.maximum(u_next, eps))
+        underflow = (
+            active & ~done & (dt_next < _UNDERFLOW_EPS * eps * tf.maximum(u_next, eps))
+        )
         status = tf.where(
             underflow & (status == 0),
             tf.where(ratio_finite, Status.STEP_SIZE_UNDERFLOW, Status.NONFINITE),
             status,
         )
+        # At the end, the larger of the step proposed before the cut and the one
+        # the cut step's error allows: an interval followed by a slightly wider
+        # one (float32 grids) then still fits in one step. Frozen samples keep
+        # theirs.
+        dt_next = tf.where(done, tf.maximum(proposed, dt_next), dt_next)
         return (
             u_next,
-            # At the end, the larger of the step proposed before the cut and the one the
-            # cut step's error allows: an interval followed by a slightly wider one
-            # (float32 grids) then still fits in one step.
-            tf.where(done, tf.maximum(proposed, dt_next), dt_next),
-            [tf.where(accept, a, b) for a, b in zip(y1, y)],
-            [tf.where(accept, a, b) for a, b in zip(k_next, k1)],
+            tf.where(active, dt_next, dt),
+            [where(accept, a, b) for a, b in zip(y1, y)],
+            [where(accept, a, b) for a, b in zip(k_next, k1)],
             tf.where(accept, ratio, prev_ratio),
             idx,
             ys,
             num_steps + tf.cast(accept, tf.int32),
-            num_rejected + tf.cast(~accept, tf.int32),
+            num_rejected + tf.cast(active & ~accept, tf.int32),
             status,
             *rec,
+            *quad,
         )
 
     def cond(u, dt, y, k1, prev_ratio, idx, ys, num_steps, num_rejected, status, *_):
-        return (u < one) & (status == 0)
+        return tf.reduce_any((u < one) & (status == 0))
 
+    counts = tf.zeros(tf.shape(u0), tf.int32)
     loop_vars = (
-        zero,
+        u0,
         dt,
         y0,
         k1,
-        one,
+        tf.ones_like(u0),
         idx,
         ys,
-        0,
-        0,
+        counts,
+        counts,
         status,
-    ) + (() if records is None else (records,))
-    u, dt, _, _, _, _, ys, num_steps, num_rejected, status, *rec = tf.while_loop(
+    )
+    loop_vars += (() if records is None else (records,)) + (
+        () if quadrature is None else (quadrature[0],)
+    )
+    u, dt, _, _, _, _, ys, num_steps, num_rejected, status, *extra = tf.while_loop(
         cond, body, loop_vars, maximum_iterations=max_num_steps
     )
     status = tf.where((status == 0) & (u < one), Status.MAX_STEPS_REACHED, status)
     nan = tf.constant(float("nan"), dtype)
-    ys = [tf.where(status == 0, y, nan) for y in ys]
+    ok = status == 0  # scalar, or [B] against the batch axis of [T, B, ...] outputs
+    ys = [
+        tf.where(broadcast_to_leaf(ok, y[0])[None] if per_sample_steps else ok, y, nan)
+        for y in ys
+    ]
     # Every attempt costs the same evaluations: no loop variable needed.
     per_step = tableau.num_stages - (1 if tableau.fsal else 0)
     nfe = 1 + extra_nfe + per_step * (num_steps + num_rejected)
     stats = SolverStats(nfe, num_steps, num_rejected, status)
     next_step = dt * tf.reduce_max(tf.abs(span))
-    return (ys, stats, next_step, *rec)
+    return (ys, stats, next_step, *extra)
+
+
+def _split_extra(extra, records, quadrature):
+    """The optional loop variables `(records?, integrals?)` as two tuples."""
+    extra = list(extra)
+    rec = (extra.pop(0),) if records is not None else ()
+    quad = (extra.pop(0),) if quadrature is not None else ()
+    return rec, quad
 
 
 def replay(func, t, tableau, records, k, y, grad_ys=None):
@@ -192,6 +252,7 @@ def replay(func, t, tableau, records, k, y, grad_ys=None):
     outputs this step wrote, so that differentiating `dot` gives their
     vector-Jacobian product (0 without `grad_ys`). Differentiable in `y`, `t`
     and whatever `func` reads; the step sizes are constants, as in the solve.
+    With per-sample steps, samples that did not take the step keep their state.
     """
     dtype = y[0].dtype
     t0, span = t[0], t[-1] - t[0]
@@ -199,21 +260,26 @@ def replay(func, t, tableau, records, k, y, grad_ys=None):
     u, dt = records.u[k], records.dt[k]
     k1 = g(u, y)
     y1, _, ks = runge_kutta.step(g, u, y, dt, tableau, k1)
+    per_sample = isinstance(records.accepted, tf.Tensor)
+    accepted = records.accepted[k] if per_sample else None
+    if accepted is not None:
+        y1 = [tf.where(broadcast_to_leaf(accepted, a), a, b) for a, b in zip(y1, y)]
     if grad_ys is None:
         return y1, tf.zeros([], dtype)
-    # The solve ends its last step at exactly 1 and each other one where the
-    # next begins.
-    last = k >= records.num_steps - 1
-    u_next = tf.where(
-        last,
-        tf.ones([], dtype),
-        records.u[tf.minimum(k + 1, tf.shape(records.u)[0] - 1)],
-    )
+    one = tf.ones([], dtype)
+    # The solve's end of the step: exactly 1 for the last step (cut to end
+    # there), else `u + dt`.
+    u_next = tf.where(dt >= one - u, one, u + dt)
     k_next = ks[-1] if tableau.fsal else g(u_next, y1)
     coeffs = _dense_coeffs(tableau, y, y1, ks, k_next, dt)
     u_out = (t - t0) / span  # [T] or [T, B], as the solve computes it
+    if u.shape.rank == 1 and u_out.shape.rank == 1:
+        u_out = u_out[:, None]  # one grid, per-sample steps: [T, 1] against [B]
     written = (u_out > u) & (u_out <= u_next)  # the outputs this step wrote
-    theta = (u_out - u) / dt
+    if accepted is not None:
+        written &= accepted
+    # Samples that did not move have dt = 0: divide by 1 there, not write.
+    theta = (u_out - u) / tf.where(dt > 0, dt, one)
     dot = tf.zeros([], dtype)
     for c, g_out in zip(coeffs, grad_ys):
         shape = tf.concat(

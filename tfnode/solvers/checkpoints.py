@@ -41,15 +41,24 @@ class Records(NamedTuple):
     slot: tf.Tensor  # [slots] int32: the slot of checkpoint j is slot[j]
     count: tf.Tensor  # checkpoints held
     stride: tf.Tensor  # steps between checkpoints
-    num_steps: tf.Tensor  # steps accepted
+    num_steps: tf.Tensor  # steps recorded
     interval: tf.Tensor  # [max_num_steps] int32: the interval of `t` of each step
-    u: tf.Tensor  # [max_num_steps]: start of each step, in the driver's unit time
-    dt: tf.Tensor  # [max_num_steps]: size of each step
+    u: tf.Tensor  # [max_num_steps] (or [max_num_steps, B]): start of each step
+    dt: tf.Tensor  # [max_num_steps] (or [max_num_steps, B]): size of each step
+    # With per-sample steps, [max_num_steps, B]: which samples took the step
+    # (the others stayed where they were); else ().
+    accepted: tuple | tf.Tensor
 
 
-def start(y0, slots, max_num_steps):
-    """Empty records for a solve from the flat state `y0`."""
+def start(y0, slots, max_num_steps, per_sample=False):
+    """Empty records for a solve from the flat state `y0`.
+
+    With `per_sample` (per-sample steps), a step is an iteration of the solve
+    in which some samples took a step of their own size, `u` and `dt` have a
+    batch axis, and `accepted` says which samples took it.
+    """
     dtype = y0[0].dtype
+    batch = [tf.shape(y0[0])[0]] if per_sample else []
     return Records(
         states=[tf.zeros(tf.concat([[slots + 1], tf.shape(y)], 0), dtype) for y in y0],
         slot=tf.range(slots),
@@ -57,18 +66,22 @@ def start(y0, slots, max_num_steps):
         stride=tf.constant(1),
         num_steps=tf.constant(0),
         interval=tf.zeros([max_num_steps], tf.int32),
-        u=tf.zeros([max_num_steps], dtype),
-        dt=tf.zeros([max_num_steps], dtype),
+        u=tf.zeros([max_num_steps, *batch], dtype),
+        dt=tf.zeros([max_num_steps, *batch], dtype),
+        accepted=tf.zeros([max_num_steps, *batch], tf.bool) if per_sample else (),
     )
 
 
 def push(records, accept, interval, u, dt, y):
-    """Records the step from `(u, y)` of size `dt` if it was accepted.
+    """Records the step from `(u, y)` of size `dt` if it was accepted (by any
+    sample, with per-sample steps: `accept`, `u` and `dt` are then `[B]`).
 
     Writes happen unconditionally (to the scratch slot, or to entries the next
-    accepted step overwrites), so that XLA updates the buffers in place."""
+    recorded step overwrites), so that XLA updates the buffers in place."""
     n = records.num_steps
     slots = records.states[0].shape[0] - 1
+    accepted = accept
+    accept = tf.reduce_any(accept)
     thin = accept & (records.count == slots) & (n % records.stride == 0)
     # Thinning keeps the checkpoints at even positions, in order, and puts the
     # slots of the others at the end, to be written next.
@@ -89,8 +102,13 @@ def push(records, accept, interval, u, dt, y):
         stride=stride,
         num_steps=n + tf.cast(accept, tf.int32),
         interval=tf.tensor_scatter_nd_update(records.interval, index, [interval]),
-        u=tf.tensor_scatter_nd_update(records.u, index, [u]),
-        dt=tf.tensor_scatter_nd_update(records.dt, index, [dt]),
+        u=tf.tensor_scatter_nd_update(records.u, index, u[None]),
+        dt=tf.tensor_scatter_nd_update(records.dt, index, dt[None]),
+        accepted=(
+            tf.tensor_scatter_nd_update(records.accepted, index, accepted[None])
+            if isinstance(records.accepted, tf.Tensor)
+            else ()
+        ),
     )
 
 

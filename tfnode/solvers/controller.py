@@ -14,6 +14,19 @@ def rms_norm(leaves):
     return tf.sqrt(total / count)
 
 
+def per_sample_rms_norm(leaves):
+    """`[B]`: the root-mean-square of each sample's own elements (the leading
+    axis of every tensor in `leaves` is the batch)."""
+    total = tf.add_n(
+        [
+            tf.reduce_sum(tf.reshape(tf.square(x), [tf.shape(x)[0], -1]), 1)
+            for x in leaves
+        ]
+    )
+    count = sum(tf.cast(tf.size(x[0]), total.dtype) for x in leaves)
+    return tf.sqrt(total / count)
+
+
 @dataclasses.dataclass(frozen=True)
 class PIController:
     """A proportional–integral step-size controller.

@@ -5,12 +5,21 @@ exactly and the method keeps its order at the outputs."""
 import tensorflow as tf
 
 from tfnode.solvers import checkpoints, runge_kutta
-from tfnode.solvers.time_map import rescaled
+from tfnode.solvers.time_map import all_finite, broadcast_to_leaf, rescaled
 from tfnode.stats import SolverStats, Status
 
 
 def solve(
-    func, y0, t, tableau, *, step_size, max_num_steps, rescale=rescaled, records=None
+    func,
+    y0,
+    t,
+    tableau,
+    *,
+    step_size,
+    max_num_steps,
+    rescale=rescaled,
+    records=None,
+    per_sample_steps=False,
 ):
     """Solves from `t[0]` through `t` with steps of at most `step_size`.
 
@@ -25,11 +34,14 @@ def solve(
         rescale: `rescale(func, t_start, span) -> g(u, y)` (see `time_map`).
         records: empty `checkpoints.Records` to fill with the steps (for
             `replay`), or `None`.
+        per_sample_steps: whether statistics and failures are per sample (the
+            steps are the same for every sample anyway): a sample that turns
+            non-finite is NaN and `NONFINITE` alone.
 
     Returns:
         `ys`, a list of `[T, *leaf.shape]` tensors (NaN if the solve failed),
-        and a `SolverStats`; with `records`, a third element: the filled
-        records.
+        and a `SolverStats` (fields `[B]` with `per_sample_steps`); with
+        `records`, a third element: the filled records.
     """
     dtype = y0[0].dtype
     num_times = t.shape[0] if t.shape[0] is not None else tf.shape(t)[0]
@@ -41,8 +53,9 @@ def solve(
         tf.cast(tf.math.ceil(tf.stop_gradient(widest) / step_size), tf.int32), 1
     )
     total_steps = tf.reduce_sum(steps_per_interval)
-    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(x)) for x in y0])
-    status = tf.where(finite, Status.SUCCESS, Status.NONFINITE)
+    status = tf.where(
+        all_finite(y0, per_sample_steps), Status.SUCCESS, Status.NONFINITE
+    )
     status = tf.where(total_steps > max_num_steps, Status.MAX_STEPS_REACHED, status)
 
     ys = [
@@ -78,7 +91,7 @@ def solve(
         )
 
     def cond(i, j, y, ys, nfe, *_):
-        return (i < num_times - 1) & (status == 0)
+        return (i < num_times - 1) & tf.reduce_any(status == 0)
 
     _, _, y_final, ys, nfe, *rec = tf.while_loop(
         cond,
@@ -86,11 +99,16 @@ def solve(
         (0, 0, y0, ys, 0) + (() if records is None else (records,)),
         maximum_iterations=max_num_steps,
     )
-    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(x)) for x in y_final])
+    finite = all_finite(y_final, per_sample_steps)
     status = tf.where((status == 0) & ~finite, Status.NONFINITE, status)
     nan = tf.constant(float("nan"), dtype)
-    ys = [tf.where(status == 0, y, nan) for y in ys]
-    stats = SolverStats(nfe, nfe // tableau.num_stages, tf.constant(0), status)
+    ok = status == 0  # scalar, or [B] against the batch axis of [T, B, ...] outputs
+    if per_sample_steps:
+        ys = [tf.where(broadcast_to_leaf(ok, y[0])[None], y, nan) for y in ys]
+        nfe = tf.fill(tf.shape(status), nfe)
+    else:
+        ys = [tf.where(ok, y, nan) for y in ys]
+    stats = SolverStats(nfe, nfe // tableau.num_stages, tf.zeros_like(status), status)
     return (ys, stats, *rec)
 
 

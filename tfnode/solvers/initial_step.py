@@ -2,9 +2,13 @@
 
 import tensorflow as tf
 
+from tfnode.solvers.time_map import broadcast_to_leaf
+
 
 def initial_step(func, t0, y0, f0, order, rtol, atol, norm, max_step):
     """Returns `(dt, nfe)`: a first step size and the evaluations it cost (1).
+
+    With a per-sample `norm` (values `[B]`), one step per sample.
 
     `d0 = |y0|`, `d1 = |f0|` and `d2 = |f(t0 + h0, y0 + h0 f0) - f0| / h0` in
     the weighted norm; `h0 = 0.01 d0 / d1`, `h1 = (0.01 / max(d1, d2))**(1 /
@@ -42,7 +46,7 @@ def initial_step(func, t0, y0, f0, order, rtol, atol, norm, max_step):
     small = tf.constant(1e-5, dtype)
     h0 = tf.where((d0 < small) | (d1 < small), tf.constant(1e-6, dtype), 0.01 * d0 / d1)
     h0 = tf.minimum(h0, max_step)
-    y1 = [y + h0 * f for y, f in zip(y0, f0)]
+    y1 = [y + broadcast_to_leaf(h0, y) * f for y, f in zip(y0, f0)]
     f1 = func(t0 + h0, y1)
     d2 = norm([(b - a) / s for a, b, s in zip(f0, f1, scale)]) / h0
     dmax = tf.maximum(d1, d2)

@@ -1,17 +1,28 @@
 """Dense output: a polynomial in `theta = (t - t_n) / dt` over an accepted step.
 
 Coefficients are returned lowest degree first, one list per state leaf, and
-evaluated by Horner's rule with `evaluate`.
+evaluated by Horner's rule with `evaluate`. `dt` is a number, a scalar tensor,
+or `[B]` (per-sample steps, broadcast against each leaf's batch axis).
 """
+
+from tfnode.solvers.time_map import broadcast_to_leaf
+
+
+def _per_leaf(dt, leaf):
+    rank = getattr(getattr(dt, "shape", None), "rank", 0)
+    if not rank:
+        return dt
+    return broadcast_to_leaf(dt, leaf)
 
 
 def hermite(y0, y1, f0, f1, dt):
     """Cubic Hermite interpolant through `y0, y1` with slopes `f0, f1`."""
     coeffs = []
     for a, b, fa, fb in zip(y0, y1, f0, f1):
+        dt_ = _per_leaf(dt, a)
         delta = b - a
         coeffs.append(
-            [a, dt * fa, 3 * delta - dt * (2 * fa + fb), -2 * delta + dt * (fa + fb)]
+            [a, dt_ * fa, 3 * delta - dt_ * (2 * fa + fb), -2 * delta + dt_ * (fa + fb)]
         )
     return coeffs
 
@@ -21,9 +32,10 @@ def quartic(y0, y1, y_mid, f0, f1, dt):
     construction of Shampine 1986 for Dormand–Prince)."""
     coeffs = []
     for a, b, m, fa, fb in zip(y0, y1, y_mid, f0, f1):
-        d = dt * fa
+        dt_ = _per_leaf(dt, a)
+        d = dt_ * fa
         delta = b - a - d  # p(1) - p(0) - p'(0)
-        gamma = dt * fb - d  # p'(1) - p'(0)
+        gamma = dt_ * fb - d  # p'(1) - p'(0)
         mid = m - a - 0.5 * d  # p(1/2) - p(0) - p'(0) / 2
         coeffs.append(
             [

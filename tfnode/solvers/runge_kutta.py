@@ -1,10 +1,13 @@
 """The one generic explicit Runge–Kutta step, driven by a `ButcherTableau`.
 
 States are flat lists of tensors (`odeint` flattens nested states once); the
-time `t` and step `dt` are scalar tensors of the state's dtype.
+time `t` and step `dt` are tensors of the state's dtype, scalars or, with
+per-sample steps, of shape `[B]` (one per sample of the leading batch axis).
 """
 
 import tensorflow as tf
+
+from tfnode.solvers.time_map import broadcast_to_leaf
 
 
 def combine(y, dt, weights, ks):
@@ -15,7 +18,7 @@ def combine(y, dt, weights, ks):
         increment = tf.add_n(
             [tf.constant(w, leaf.dtype) * k for (w, _), k in zip(terms, k_leaves)]
         )
-        out.append(leaf + dt * increment)
+        out.append(leaf + broadcast_to_leaf(dt, leaf) * increment)
     return out
 
 
@@ -24,7 +27,7 @@ def step(func, t, y, dt, tableau, k1):
 
     Args:
         func: `func(t, y) -> dy/dt` on flat lists of tensors.
-        t, dt: scalar tensors.
+        t, dt: scalar tensors, or `[B]` for per-sample steps.
         y: list of tensors.
         tableau: a `ButcherTableau`.
         k1: `func(t, y)`, computed by the caller (it is the previous step's

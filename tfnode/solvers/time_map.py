@@ -19,6 +19,18 @@ def broadcast_to_leaf(x, leaf):
     )
 
 
+def all_finite(leaves, per_sample=False):
+    """Whether every element of `leaves` is finite: a scalar, or `[B]`, each
+    sample's own elements, if `per_sample` (leading batch axis)."""
+    if not per_sample:
+        return tf.reduce_all([tf.reduce_all(tf.math.is_finite(x)) for x in leaves])
+    per_leaf = [
+        tf.reduce_all(tf.reshape(tf.math.is_finite(x), [tf.shape(x)[0], -1]), 1)
+        for x in leaves
+    ]
+    return tf.reduce_all(tf.stack(per_leaf), 0)
+
+
 def rescaled(func, t_start, span):
     """Returns `g(u, y) = span * func(t_start + u * span, y)` on flat lists."""
 
