@@ -562,3 +562,14 @@ def test_unknown_keywords_say_what_to_write(solver, keyword, value, message):
         rf".*{re.escape(message)}.*Received: {keyword}=",
     ):
         getattr(tfnode, solver)(decay, tf.ones([2]), [0.0, 1.0], **{keyword: value})
+
+
+@pytest.mark.parametrize(
+    "y0",
+    [tf.zeros([]), (tf.zeros([3, 2]), tf.zeros([4]))],
+    ids=["scalar", "two-batch-sizes"],
+)
+@pytest.mark.parametrize("solve", [tfnode.odeint, tfnode.odeint_adjoint])
+def test_per_sample_steps_need_one_batch_axis(solve, y0):
+    with pytest.raises(ValueError, match=r"needs that axis, of one size B.*y0\[None\]"):
+        solve(lambda t, y: y, y0, [0.0, 1.0], per_sample_steps=True)

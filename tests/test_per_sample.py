@@ -26,7 +26,7 @@ B = 32
 MU = np.logspace(-1, 1, B)
 POISONED = 7  # the sample whose dynamics turn NaN after t = 1
 TIMES = np.linspace(0.0, 2.0, 3)
-TOL = 1e-8
+TOL = 1e-6
 # Batch invariance: each sample runs the same float64 operations on its own
 # rows whatever its batch-mates; only XLA's or the kernels' vectorisation may
 # reorder a reduction. Measured: equal to the last bit; the issue's bound.
@@ -109,6 +109,55 @@ def test_every_sample_equals_its_solve_alone_in_any_batch_order(mode):
     # The samples really took different numbers of steps (μ = 10 needs the most).
     steps = np.asarray(stats.num_steps)
     assert steps[-1] > 2 * steps[0], steps
+
+
+GRID_BACKWARD_STATS = tfnode.BackwardStats()
+GRID = np.array([[0.0, 0.0], [0.5, 3.5], [1.0, 4.0]])  # per-sample times [T, B]
+
+
+@tf.function(
+    input_signature=(SIGNATURE[0], tf.TensorSpec([3, None], tf.float64))
+)  # one trace for the batch and the samples alone
+def grid_solve_and_gradient(y0, t):
+    """Per-sample steps on per-sample grids: the outputs, forward stats, the
+    adjoint's gradient for `y0` and its backward stats."""
+    backward = GRID_BACKWARD_STATS
+    with tf.GradientTape() as tape:
+        tape.watch(y0)
+        (xv, _), stats = tfnode.odeint_adjoint(
+            vdp,
+            y0,
+            t,
+            rtol=1e-6,
+            atol=1e-6,
+            first_step=0.05,  # in units of t: converted per sample
+            per_sample_steps=True,
+            backward_stats=backward,
+            return_stats=True,
+        )
+        loss = tf.reduce_sum(xv**2)
+    grad = tape.gradient(loss, y0[0])
+    return xv, tf.stack(list(stats)), grad
+
+
+def test_per_sample_grids_are_batch_invariant_forward_and_backward():
+    mu = np.array([1.0, 3.0])
+    batch = grid_solve_and_gradient(vdp_state(mu), tf.constant(GRID))
+    backward = backward_stats()
+    for i in range(2):
+        alone = grid_solve_and_gradient(
+            vdp_state(mu[i : i + 1]), tf.constant(GRID[:, i : i + 1])
+        )
+        assert_allclose(batch[0][:, i : i + 1], alone[0], atol=INVARIANCE_ATOL)
+        np.testing.assert_array_equal(batch[1][:, i : i + 1], alone[1])
+        assert_allclose(batch[2][i : i + 1], alone[2], atol=INVARIANCE_ATOL)
+        np.testing.assert_array_equal(backward[:, i : i + 1], backward_stats())
+
+
+def backward_stats():
+    return np.stack(
+        [GRID_BACKWARD_STATS.nfe.numpy(), GRID_BACKWARD_STATS.num_steps.numpy()]
+    )
 
 
 # Tolerance per sample. Over [0, 10] the oscillators with large μ go through
@@ -215,9 +264,10 @@ G_TIMES = np.array([0.0, 0.4, 1.0])
 G_PER_SAMPLE_TIMES = np.array([[0.0, 0.1, -0.2], [0.5, 0.4, 0.6], [1.0, 1.2, 0.9]])
 G_TOL = 1e-12
 # Central differences with step 1e-6 of a float64 solve at 1e-12: truncation
-# ~1e-12 relative; the adjoint solves the continuous adjoint to ~1e-11, which
-# differs from the gradient of the computed solution by about the tolerance.
-# Measured gaps: backprop 4e-9, adjoint 4e-9 (round-off / FD_STEP dominates).
+# ~1e-12 relative. Step sizes are not differentiated (as in every solver), but
+# they move with the inputs: the gradient and the differences part by about
+# the tolerance times that sensitivity (at 1e-10: 1.3e-7 for `t`). Measured
+# gaps at 1e-12: backprop and adjoint up to 4e-9.
 FD_STEP = 1e-6
 FD_RTOL = 1e-7
 G_WEIGHTS = np.random.default_rng(1).normal(size=(3, G_B, 2))
@@ -312,11 +362,9 @@ _FD = {}
     "gradients, mode, grid",
     [
         (gradients_by_adjoint, "graph", "shared"),
-        (gradients_by_adjoint, "graph", "per-sample"),
-        (gradients_by_backprop, "graph", "shared"),
         (gradients_by_backprop, "graph", "per-sample"),
         (gradients_by_adjoint, "xla", "per-sample"),
-        (gradients_by_backprop, "xla", "per-sample"),
+        (gradients_by_backprop, "xla", "shared"),
     ],
 )
 def test_gradients_match_finite_differences(gradients, mode, grid):
@@ -326,6 +374,48 @@ def test_gradients_match_finite_differences(gradients, mode, grid):
     actual = in_mode(gradients, mode)(g_state()[0], tf.constant(t))
     for name, a, d in zip(["y0", "t", "k"], actual, _FD[grid]):
         assert_allclose(a, d, rtol=FD_RTOL, atol=FD_RTOL, err_msg=name)
+
+
+class Bounded(tf.Module):
+    """`dy/dt = k y^2`, NaN outside [0.455, 2.5]: the solutions from 0.5 and
+    0.46 stay inside over [0, 1.5], trial steps of the backward solve do not."""
+
+    def __init__(self):
+        super().__init__()
+        self.k = tf.Variable(1.0, dtype=tf.float64)
+
+    def __call__(self, t, y):
+        outside = (y > 2.5) | (y < 0.455)
+        nan = tf.constant(np.nan, tf.float64)
+        return self.k * y**2 * tf.where(outside, nan, tf.ones_like(y))
+
+
+def test_rejected_non_finite_trial_steps_stay_out_of_the_parameter_gradient():
+    # Regression: the per-sample parameter quadrature took the VJP at every
+    # sample's trial stages, weighted 0 where rejected: 0 * NaN gave dL/dk =
+    # NaN with every status 0. The shared control's gradient is the reference;
+    # the two solve at rtol 1e-2, so they agree to ~1e-2 (measured 2e-4).
+    func = Bounded()
+    y0 = tf.constant([[0.5], [0.46]], tf.float64)
+    t = tf.constant([0.0, 1.5], tf.float64)
+    grads, rejected = {}, {}
+    for per_sample_steps in (False, True):
+        stats = tfnode.BackwardStats()
+        with tf.GradientTape() as tape:
+            ys = tfnode.odeint_adjoint(
+                func,
+                y0,
+                t,
+                rtol=1e-2,
+                atol=1e-2,
+                per_sample_steps=per_sample_steps,
+                backward_stats=stats,
+            )
+            loss = tf.reduce_sum(ys[-1])
+        grads[per_sample_steps] = tape.gradient(loss, func.k)
+        rejected[per_sample_steps] = stats.num_rejected.numpy()
+    assert np.all(rejected[True] > 0), rejected  # the case this test is about
+    assert_allclose(grads[True], grads[False], rtol=1e-2)
 
 
 def test_backward_stats_are_per_sample():
@@ -386,9 +476,9 @@ def test_prediction_of_a_sample_does_not_depend_on_its_batch(tmp_path):
     hidden = keras.layers.Dense(4)(inputs)
     ode = tfnode.NeuralODELayer(
         tfnode.MLPODEFunc(hidden_units=(16,), output_initializer="glorot_uniform"),
-        per_sample_steps=True,
         rtol=LAYER_RTOL,
     )
+    assert ode.per_sample_steps  # the layer's default
     model = keras.Model(inputs, keras.layers.Dense(1)(ode(hidden)))
     # Inputs spread over a wide range, so that the samples need different steps.
     x = np.random.default_rng(2).normal(scale=3.0, size=(64, 2)).astype(np.float32)

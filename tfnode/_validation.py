@@ -144,7 +144,9 @@ def check_batched(y0):
         raise ValueError(
             "`per_sample_steps=True` steps each sample of the leading batch axis on "
             "its own, so every tensor in `y0` needs that axis, of one size B. "
-            f"Received: y0 with shapes {[tuple(leaf.shape) for leaf in y0]}"
+            f"Received: y0 with shapes {[tuple(leaf.shape) for leaf in y0]}. Add "
+            "a batch axis (`y0[None]` for one sample) or pass "
+            "`per_sample_steps=False`."
         )
 
 

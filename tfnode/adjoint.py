@@ -6,12 +6,11 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfnode import _tf_private, _validation, solvers
+from tfnode._adjoint_system import augmented, parameter_quadrature
 from tfnode._dynamics import Dynamics
 from tfnode._problem import finish, prepare, run_driver, solve
 from tfnode._typing import ODEFunction, State, TensorLike, TimeLike
-from tfnode.solvers import runge_kutta
 from tfnode.solvers.controller import per_sample_rms_norm, rms_norm
-from tfnode.solvers.time_map import broadcast_to_leaf
 from tfnode.stats import SolverStats, raise_on_failure
 
 _NORMS = ("seminorm", "full")
@@ -125,6 +124,13 @@ def odeint_adjoint(
             steps; `"full"` controls the error of every adjoint component.
         backward_stats: A `tfnode.BackwardStats` that receives the backward
             pass's statistics when the gradient is computed.
+        per_sample_steps: As in `odeint`, for the forward and the backward
+            solve: each sample's `(y, a)` is stepped on its own (its own
+            `BackwardStats` entries, `[B]`), and `a_params`, which has no batch
+            axis, is integrated as a quadrature over each sample's accepted
+            steps, so it is outside error control as with `"seminorm"`, which
+            `adjoint_norm="full"` then also means. Fixed-step backward solves
+            keep one status for the batch (the parameter adjoint is shared).
         return_stats: Whether to also return the forward `tfnode.SolverStats`.
 
     Returns:
@@ -286,80 +292,6 @@ def _split(inputs, num_leaves):
     return list(inputs[:num_leaves]), inputs[num_leaves], list(inputs[num_leaves + 1 :])
 
 
-def _augmented(dynamics, param_values, num_leaves, per_sample_steps):
-    """Returns `make_g(t_start, span)`: the adjoint system of one interval in
-    unit time `u`, `t = t_start + u * span`. With per-sample spans `[B]` the
-    parameter adjoint sums each sample's contribution times its own span.
-
-    With per-sample steps the system is `(y, a)` alone: samples accept or
-    reject steps of their own sizes, so the parameter adjoint, a sum over
-    samples, is integrated apart from it (`_parameter_quadrature`) once each
-    step's accepting samples are known."""
-    targets = dynamics.vjp_targets(param_values)
-    func = dynamics.flat_func(param_values)
-
-    def make_g(t_start, span):
-        def g(u, state):
-            y, adj_y = state[:num_leaves], state[num_leaves : 2 * num_leaves]
-            scaled_adj = [broadcast_to_leaf(span, a) * a for a in adj_y]
-            sources = y if per_sample_steps else y + list(targets)
-            with tf.GradientTape() as tape:
-                tape.watch(sources)
-                dy = func(t_start + u * span, y)
-            vjps = tape.gradient(
-                dy,
-                sources,
-                output_gradients=scaled_adj,
-                unconnected_gradients=tf.UnconnectedGradients.ZERO,
-            )
-            return [broadcast_to_leaf(span, d) * d for d in dy] + [-v for v in vjps]
-
-        return g
-
-    return make_g
-
-
-def _parameter_quadrature(dynamics, param_values, num_leaves, tableau):
-    """Returns `make_increment(t_start, span)`: the parameter adjoint's
-    integral over a step of per-sample steps, for the `quadrature` of
-    `adaptive.solve`: `-sum_i b_i step_b span_b a_i,b . df/dparams(t_i,b,
-    y_i,b)` over the stages `i` with a nonzero weight `b_i`, summed over the
-    samples that took the step. One vector-Jacobian product per such stage,
-    its cotangent already weighted and masked, so the sum over samples is
-    exact; each costs an evaluation of `func` again (5 per dopri5 step)."""
-    targets = dynamics.vjp_targets(param_values)
-    func = dynamics.flat_func(param_values)
-
-    def make_increment(t_start, span):
-        def increment(u, state, step, ks, accept):
-            weight = step * tf.cast(accept, step.dtype) * span  # [B]
-            total = [tf.zeros_like(p) for p in param_values]
-            for i, b_i in enumerate(tableau.b):
-                if b_i == 0:
-                    continue
-                stage = state
-                if i:
-                    stage = runge_kutta.combine(state, step, tableau.a[i], ks[:i])
-                y, adj_y = stage[:num_leaves], stage[num_leaves:]
-                u_i = u + tf.constant(tableau.c[i], step.dtype) * step
-                cotangents = [broadcast_to_leaf(b_i * weight, a) * a for a in adj_y]
-                with tf.GradientTape() as tape:
-                    tape.watch(targets)
-                    dy = func(t_start + u_i * span, y)
-                vjps = tape.gradient(
-                    dy,
-                    list(targets),
-                    output_gradients=cotangents,
-                    unconnected_gradients=tf.UnconnectedGradients.ZERO,
-                )
-                total = [a - v for a, v in zip(total, vjps)]
-            return total
-
-        return increment
-
-    return make_increment
-
-
 def _backward(
     dynamics,
     param_values,
@@ -381,13 +313,13 @@ def _backward(
     since the adjoint shares the forward Jacobian's time scales, and saves the
     initial-step heuristic's evaluations and the small first steps it tends to
     choose. With `per_sample_steps` the backward solve steps each sample on its
-    own too, its parameter adjoint included (see `_augmented`)."""
+    own too, its parameter adjoint included (see `tfnode._adjoint_system`)."""
     num_leaves = len(y0)
     per_sample = t.shape.rank == 2
     func = dynamics.flat_func(param_values)
     per_sample_params = per_sample_steps and tableau.adaptive
-    make_g = _augmented(dynamics, param_values, num_leaves, per_sample_params)
-    make_increment = _parameter_quadrature(dynamics, param_values, num_leaves, tableau)
+    make_g = augmented(dynamics, param_values, num_leaves, per_sample_params)
+    make_increment = parameter_quadrature(dynamics, param_values, num_leaves, tableau)
     # Each interval is solved in unit time u in [0, 1] on a grid shared by all
     # samples (make_g maps u to each sample's own times), so the parameter
     # adjoint, which has no batch axis, needs no per-sample output times.
@@ -427,7 +359,9 @@ def _backward(
         adj_y = [a + g for a, g in zip(adj_y, g_i)]
         state = y_i + adj_y + ([] if per_sample_params else adj_params)
         span = t[i - 1] - t[i]
-        width = tf.reduce_max(tf.abs(span))  # the widest sample's span is u = 1
+        # Units of t per unit of u: each sample's own with per-sample steps,
+        # else the widest sample's (its span is u = 1).
+        width = tf.abs(span) if per_sample_params else tf.reduce_max(tf.abs(span))
         augmented = make_g(t[i], span)
 
         def rescale(_func, _t0, _span):
@@ -443,7 +377,9 @@ def _backward(
         else:
             k1 = None
             f_i = dot(g_i, func(t[i], y_i))
-            interval_options = dict(options, step_size=options["step_size"] / width)
+            interval_options = dict(
+                options, step_size=options["step_size"] / tf.reduce_max(width)
+            )
         quadrature = None
         if per_sample_params:
             increment = make_increment(t[i], span)

@@ -85,10 +85,16 @@ def odeint(
             status, so that its output does not depend on the other samples
             of the batch. `func` then receives `t` of shape `[B]`, and the
             fields of `stats` have shape `[B]`. A failed sample's outputs are
-            NaN and the others are valid. Fixed-step methods take the same
-            steps for all samples anyway; the statistics and failures become
-            per sample. Defaults to `False` (one step size for the batch,
-            chosen by the RMS error over all of it).
+            NaN and the others are valid (gradients of parameters shared by
+            the batch are NaN, as every sample contributes to them). `func`
+            must not mix samples (no sums or normalisation over the batch).
+            Fixed-step methods take the same steps for all samples on a grid
+            `[T]`; on a per-sample grid `[T, B]` each interval takes the
+            number of steps of the widest sample's span, so there a sample's
+            result depends on the others' spans. The checkpointed gradient
+            then records `u`, `dt` and acceptance per sample. Defaults to
+            `False` (one step size for the batch, chosen by the RMS error
+            over all of it).
         return_stats: Whether to also return a `tfnode.SolverStats`.
 
     Returns:

@@ -28,7 +28,7 @@ class ConvODEFunc(ODEFunc):
         **kwargs: Base layer keyword arguments.
 
     Call arguments:
-        t: Scalar tensor, or `[B]` for per-sample times.
+        t: Scalar tensor, or `[B]` for per-sample times or steps.
         y: Tensor of shape `[B, H, W, C]`.
 
     Returns:

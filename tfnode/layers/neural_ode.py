@@ -53,8 +53,12 @@ class NeuralODELayer(keras.layers.Layer):
     backpropagation through the solver (`tfnode.odeint`, the paper's RK-Net).
 
     Solver statistics appear in `fit` and `evaluate` logs as `{name}_nfe`
-    (forward function evaluations of the last batch; `val_{name}_nfe` for
-    validation) and, with `adjoint=True`, `{name}_backward_nfe` (0 in
+    (forward function evaluations of the last batch, the mean over its
+    samples with per-sample steps; `val_{name}_nfe` for validation),
+    `{name}_nfe_max` with per-sample steps (the hardest sample's: each
+    evaluation of `func` runs on the whole batch, so this is the batch's
+    cost; averaged over replicas under a distribution strategy) and, with
+    `adjoint=True`, `{name}_backward_nfe` (0 in
     `evaluate`, which takes no gradient). They are recorded in training
     steps and in Keras' `test_step` only, so `predict` and exported serving
     graphs update no metrics. For counts elsewhere, call
@@ -91,10 +95,10 @@ class NeuralODELayer(keras.layers.Layer):
             `tfnode.odeint`'s `per_sample_steps`. Logs then also show
             `{name}_nfe_max`, the hardest sample's count. Defaults to
             `True` (unlike `tfnode.odeint`): a prediction, or a served
-            SavedModel's answer, should not change with the request's batch;
-            it costs 0.92-1.05x the shared control's time with the adjoint
-            and 1.2x with backprop on the benchmark problem. Fixed-step
-            methods are per-sample either way.
+            SavedModel's answer, should not change with the request's batch.
+            On the benchmark problem (`benchmarks/per_sample.py`) it costs
+            0.95-1.12x the shared control's time in the forward solve,
+            0.92-1.16x with the adjoint and 1.18-1.25x with backprop.
         adjoint_method, adjoint_rtol, adjoint_atol, adjoint_step_size,
             adjoint_norm: Backward solver settings, as in
             `tfnode.odeint_adjoint` (`None`: the forward setting).

@@ -16,7 +16,8 @@ class ODEFunc(keras.layers.Layer):
     """Base class of dynamics layers: `call(t, y)` returns `dy/dt`.
 
     Subclasses implement `call(self, t, y)`; `t` is a scalar tensor, or of
-    shape `[B]` when the solve uses per-sample times. They may implement
+    shape `[B]` when the solve uses per-sample times or per-sample steps
+    (`NeuralODELayer`'s default), so write `call` for both. They may implement
     `build(self, t_shape, y_shape)` (Keras passes both shapes). Any Keras layer
     with that `call` signature works as dynamics; this base adds
     `concat_time`, the usual way to make dynamics time-dependent.
@@ -25,7 +26,8 @@ class ODEFunc(keras.layers.Layer):
         **kwargs: Base layer keyword arguments (`name`, `dtype`, ...).
 
     Call arguments:
-        t: Scalar tensor, or `[B]` for per-sample times. Pass a tensor, not a
+        t: Scalar tensor, or `[B]` for per-sample times or per-sample steps
+            (`NeuralODELayer`'s default). Pass a tensor, not a
             Python float (Keras rejects non-tensor positional arguments).
         y: The state, a tensor of shape `[B, ...]`.
 

@@ -92,15 +92,16 @@ def solve(
 
     if k1 is None:
         k1 = g(u0, y0)
+    # Units of `t` per unit of `u`: each sample's own with per-sample steps (so
+    # that a step given or returned in `t` does not depend on the batch).
+    width = tf.abs(span) if per_sample_steps else tf.reduce_max(tf.abs(span))
     if first_step is None:
         dt, extra_nfe = initial_step(
             g, u0, y0, k1, tableau.order, controller.rtol, controller.atol, norm, one
         )
     else:
         # Step-size selection is not differentiated, this step's neither.
-        dt = tf.stop_gradient(
-            tf.minimum(tf.cast(first_step, dtype) / tf.reduce_max(tf.abs(span)), one)
-        )
+        dt = tf.stop_gradient(tf.minimum(tf.cast(first_step, dtype) / width, one))
         dt = tf.broadcast_to(dt, tf.shape(u0))
         extra_nfe = 0
     status = tf.where(
@@ -116,6 +117,8 @@ def solve(
     idx = tf.ones([tf.shape(u_out)[1]] if u_out.shape.rank == 2 else [], tf.int32)
 
     if u_out.shape.rank == 2:
+        # Elementwise: the graph-mode variant's matmuls (below) may round a
+        # sample differently by batch size, and per-sample steps promise not to.
         fill = _fill_per_sample
     elif in_xla_context():
         fill = _fill_shared
@@ -232,7 +235,7 @@ def solve(
     per_step = tableau.num_stages - (1 if tableau.fsal else 0)
     nfe = 1 + extra_nfe + per_step * (num_steps + num_rejected)
     stats = SolverStats(nfe, num_steps, num_rejected, status)
-    next_step = dt * tf.reduce_max(tf.abs(span))
+    next_step = dt * width
     return (ys, stats, next_step, *extra)
 
 
@@ -258,10 +261,14 @@ def replay(func, t, tableau, records, k, y, grad_ys=None):
     t0, span = t[0], t[-1] - t[0]
     g = rescaled(func, t0, span)
     u, dt = records.u[k], records.dt[k]
-    k1 = g(u, y)
-    y1, _, ks = runge_kutta.step(g, u, y, dt, tableau, k1)
     per_sample = isinstance(records.accepted, tf.Tensor)
     accepted = records.accepted[k] if per_sample else None
+    if accepted is not None:
+        # Samples that rejected this attempt retake it with a zero step: their
+        # trial stages may be non-finite, and 0 * NaN would reach the gradient.
+        dt = tf.where(accepted, dt, tf.zeros_like(dt))
+    k1 = g(u, y)
+    y1, _, ks = runge_kutta.step(g, u, y, dt, tableau, k1)
     if accepted is not None:
         y1 = [tf.where(broadcast_to_leaf(accepted, a), a, b) for a, b in zip(y1, y)]
     if grad_ys is None:
