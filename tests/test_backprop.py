@@ -169,9 +169,10 @@ def _compare(
     "mode, method",
     [
         ("eager", "dopri5"),
-        ("graph", "dopri5"),
+        # Secondary variants, run with `-m slow` (the suite's time budget).
+        pytest.param("graph", "dopri5", marks=pytest.mark.slow),
         ("xla", "dopri5"),
-        ("xla", "rk4"),
+        pytest.param("xla", "rk4", marks=pytest.mark.slow),
     ],
 )
 def test_recursive_sweep_equals_plain_backprop(mode, method):
@@ -179,6 +180,7 @@ def test_recursive_sweep_equals_plain_backprop(mode, method):
     _compare(mode, method, CHECKPOINTS)
 
 
+@pytest.mark.slow
 def test_third_order_method_with_hermite_dense_output():
     """bosh3 (cubic Hermite outputs) takes more steps here than 32."""
     _compare("xla", "bosh3", 8, max_steps=128)
@@ -191,6 +193,7 @@ def test_every_step_held_equals_plain_backprop():
     _compare("xla", "dopri5", None, max_steps=1000)
 
 
+@pytest.mark.slow
 def test_reversed_time():
     _compare("xla", "dopri5", CHECKPOINTS, times=TIMES[::-1])
 

@@ -361,10 +361,10 @@ _FD = {}
 @pytest.mark.parametrize(
     "gradients, mode, grid",
     [
-        (gradients_by_adjoint, "graph", "shared"),
+        pytest.param(gradients_by_adjoint, "graph", "shared", marks=pytest.mark.slow),
         (gradients_by_backprop, "graph", "per-sample"),
         (gradients_by_adjoint, "xla", "per-sample"),
-        (gradients_by_backprop, "xla", "shared"),
+        pytest.param(gradients_by_backprop, "xla", "shared", marks=pytest.mark.slow),
     ],
 )
 def test_gradients_match_finite_differences(gradients, mode, grid):

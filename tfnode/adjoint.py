@@ -315,7 +315,7 @@ def _backward(
     choose. With `per_sample_steps` the backward solve steps each sample on its
     own too, its parameter adjoint included (see `tfnode._adjoint_system`)."""
     num_leaves = len(y0)
-    per_sample = t.shape.rank == 2
+    per_sample_grid = t.shape.rank == 2
     func = dynamics.flat_func(param_values)
     per_sample_params = per_sample_steps and tableau.adaptive
     make_g = augmented(dynamics, param_values, num_leaves, per_sample_params)
@@ -335,7 +335,7 @@ def _backward(
         """Sum of `a * b` over each sample (per-sample grids) or overall."""
         terms = [
             tf.reduce_sum(tf.reshape(x * y, [tf.shape(x)[0], -1]), 1)
-            if per_sample
+            if per_sample_grid
             else tf.reduce_sum(x * y)
             for x, y in zip(a, b)
         ]

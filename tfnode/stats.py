@@ -128,7 +128,13 @@ def raise_on_failure(status, *, max_num_steps, context=""):
     return [
         tf.debugging.Assert(
             tf.reduce_all(tf.equal(status, 0)),
-            [tf.gather(messages, first), "Failing samples:", failed],
+            [
+                tf.gather(messages, first),
+                "Failing samples:",
+                failed,
+                "(count, batch size):",
+                tf.stack([tf.size(failed), tf.size(status)]),
+            ],
             summarize=100,
         )
     ]
