@@ -172,7 +172,7 @@ def _compare(
         # Secondary variants, run with `-m slow` (the suite's time budget).
         pytest.param("graph", "dopri5", marks=pytest.mark.slow),
         ("xla", "dopri5"),
-        pytest.param("xla", "rk4", marks=pytest.mark.slow),
+        ("xla", "rk4"),
     ],
 )
 def test_recursive_sweep_equals_plain_backprop(mode, method):

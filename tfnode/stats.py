@@ -132,8 +132,11 @@ def raise_on_failure(status, *, max_num_steps, context=""):
                 tf.gather(messages, first),
                 "Failing samples:",
                 failed,
-                "(count, batch size):",
-                tf.stack([tf.size(failed), tf.size(status)]),
+                "(",
+                tf.size(failed),
+                "of",
+                tf.size(status),
+                ")",
             ],
             summarize=100,
         )

@@ -183,7 +183,8 @@ def test_fit_with_jit_compile():
         assert np.all(np.isfinite(w)) and not np.array_equal(np.asarray(w), b), w.path
 
 
-@pytest.mark.slow  # tests/test_backprop.py covers XLA backprop in the default suite
+# XLA backprop in the default suite: tests/test_backprop.py, test_per_sample.py.
+@pytest.mark.slow
 def test_backprop_under_xla_matches_graph_mode():
     """`adjoint=False` with `jit_compile=True` takes the checkpointed gradient
     (here `checkpoints=2`, in the config): one SGD step from the same weights
