@@ -72,7 +72,9 @@ class NeuralODELayer(keras.layers.Layer):
     Args:
         func: The dynamics: a Keras layer whose `call(t, y)` returns `dy/dt`,
             such as `tfnode.MLPODEFunc` or a subclass of `tfnode.ODEFunc`. It
-            must compute in the layer's dtype (pass the same `dtype` to both).
+            must compute in the layer's dtype (pass the same `dtype` to both)
+            and take `t` as a scalar or of shape `[B]` (per-sample steps, the
+            default, or per-sample times).
         t: Default times, a sequence of at least 2 strictly monotonic floats;
             the layer integrates from `t[0]`. Defaults to `(0.0, 1.0)`.
         method: Solver, one of `tfnode.solvers.SOLVERS`. Defaults to
@@ -91,9 +93,11 @@ class NeuralODELayer(keras.layers.Layer):
             stages in graph mode, 64 checkpoints under XLA).
         per_sample_steps: Whether every sample of the batch is solved with
             its own steps, error control and status (forward and backward), so
-            that its output does not depend on its batch-mates, as
-            `tfnode.odeint`'s `per_sample_steps`. Logs then also show
-            `{name}_nfe_max`, the hardest sample's count. Defaults to
+            that its output does not depend on its batch-mates (except with
+            fixed-step methods on per-sample times, which take the widest
+            sample's steps), as `tfnode.odeint`'s `per_sample_steps`. Logs
+            then also show `{name}_nfe_max`, the hardest sample's count.
+            Defaults to
             `True` (unlike `tfnode.odeint`): a prediction, or a served
             SavedModel's answer, should not change with the request's batch.
             On the benchmark problem (`benchmarks/per_sample.py`) it costs
