@@ -8,7 +8,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfnode.solvers import runge_kutta
-from tfnode.solvers.time_map import broadcast_to_leaf
+from tfnode.solvers.time_map import broadcast_to_leaf, select
 
 
 def augmented(dynamics, param_values, num_leaves, per_sample_steps):
@@ -67,10 +67,7 @@ def parameter_quadrature(dynamics, param_values, num_leaves, tableau):
                     stage = runge_kutta.combine(state, step, tableau.a[i], ks[:i])
                     # Samples that reject the step weigh 0, but their trial
                     # stages may be non-finite (0 * NaN = NaN): use the start.
-                    stage = [
-                        tf.where(broadcast_to_leaf(accept, a), a, b)
-                        for a, b in zip(stage, state)
-                    ]
+                    stage = [select(accept, a, b) for a, b in zip(stage, state)]
                 y, adj_y = stage[:num_leaves], stage[num_leaves:]
                 u_i = u + tf.constant(tableau.c[i], step.dtype) * step
                 cotangents = [broadcast_to_leaf(b_i * weight, a) * a for a in adj_y]

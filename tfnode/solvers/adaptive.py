@@ -8,7 +8,13 @@ import tensorflow as tf
 from tfnode.solvers import checkpoints, interpolation, runge_kutta
 from tfnode.solvers.controller import per_sample_rms_norm, rms_norm
 from tfnode.solvers.initial_step import initial_step
-from tfnode.solvers.time_map import all_finite, broadcast_to_leaf, rescaled
+from tfnode.solvers.time_map import (
+    all_finite,
+    broadcast_to_leaf,
+    nan_unless,
+    rescaled,
+    select,
+)
 from tfnode.stats import SolverStats, Status, in_xla_context
 
 # Stands in for a non-finite error ratio so that the step is rejected and shrunk.
@@ -126,10 +132,6 @@ def solve(
         fill = _fill_shared_graph
         dense = tf.constant(_dense_output_matrix(tableau), dtype)
 
-    def where(mask, a, b):
-        """`tf.where` with a scalar or per-sample `mask`, on any leaf."""
-        return tf.where(broadcast_to_leaf(mask, a), a, b)
-
     def body(
         u, dt, y, k1, prev_ratio, idx, ys, num_steps, num_rejected, status, *extra
     ):
@@ -190,8 +192,8 @@ def solve(
         return (
             u_next,
             tf.where(active, dt_next, dt),
-            [where(accept, a, b) for a, b in zip(y1, y)],
-            [where(accept, a, b) for a, b in zip(k_next, k1)],
+            [select(accept, a, b) for a, b in zip(y1, y)],
+            [select(accept, a, b) for a, b in zip(k_next, k1)],
             tf.where(accept, ratio, prev_ratio),
             idx,
             ys,
@@ -225,12 +227,7 @@ def solve(
         cond, body, loop_vars, maximum_iterations=max_num_steps
     )
     status = tf.where((status == 0) & (u < one), Status.MAX_STEPS_REACHED, status)
-    nan = tf.constant(float("nan"), dtype)
-    ok = status == 0  # scalar, or [B] against the batch axis of [T, B, ...] outputs
-    ys = [
-        tf.where(broadcast_to_leaf(ok, y[0])[None] if per_sample_steps else ok, y, nan)
-        for y in ys
-    ]
+    ys = nan_unless(status == 0, ys)
     # Every attempt costs the same evaluations: no loop variable needed.
     per_step = tableau.num_stages - (1 if tableau.fsal else 0)
     nfe = 1 + extra_nfe + per_step * (num_steps + num_rejected)
@@ -270,7 +267,7 @@ def replay(func, t, tableau, records, k, y, grad_ys=None):
     k1 = g(u, y)
     y1, _, ks = runge_kutta.step(g, u, y, dt, tableau, k1)
     if accepted is not None:
-        y1 = [tf.where(broadcast_to_leaf(accepted, a), a, b) for a, b in zip(y1, y)]
+        y1 = [select(accepted, a, b) for a, b in zip(y1, y)]
     if grad_ys is None:
         return y1, tf.zeros([], dtype)
     one = tf.ones([], dtype)

@@ -5,7 +5,7 @@ exactly and the method keeps its order at the outputs."""
 import tensorflow as tf
 
 from tfnode.solvers import checkpoints, runge_kutta
-from tfnode.solvers.time_map import all_finite, broadcast_to_leaf, rescaled
+from tfnode.solvers.time_map import all_finite, nan_unless, rescaled
 from tfnode.stats import SolverStats, Status
 
 
@@ -101,13 +101,9 @@ def solve(
     )
     finite = all_finite(y_final, per_sample_steps)
     status = tf.where((status == 0) & ~finite, Status.NONFINITE, status)
-    nan = tf.constant(float("nan"), dtype)
-    ok = status == 0  # scalar, or [B] against the batch axis of [T, B, ...] outputs
+    ys = nan_unless(status == 0, ys)
     if per_sample_steps:
-        ys = [tf.where(broadcast_to_leaf(ok, y[0])[None], y, nan) for y in ys]
         nfe = tf.fill(tf.shape(status), nfe)
-    else:
-        ys = [tf.where(ok, y, nan) for y in ys]
     stats = SolverStats(nfe, nfe // tableau.num_stages, tf.zeros_like(status), status)
     return (ys, stats, *rec)
 

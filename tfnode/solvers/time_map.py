@@ -19,6 +19,22 @@ def broadcast_to_leaf(x, leaf):
     )
 
 
+def select(mask, a, b):
+    """`tf.where(mask, a, b)` with a scalar or per-sample `[B]` mask on leaves
+    `[B, ...]`."""
+    return tf.where(broadcast_to_leaf(mask, a), a, b)
+
+
+def nan_unless(ok, ys):
+    """The outputs `ys` (`[T, ...]` per leaf), NaN where `ok` is false: `ok` is
+    a scalar, or `[B]` against the batch axis of `[T, B, ...]` outputs."""
+    if ok.shape.rank:
+        ok = [broadcast_to_leaf(ok, y[0])[None] for y in ys]
+    else:
+        ok = [ok] * len(ys)
+    return [tf.where(m, y, tf.constant(float("nan"), y.dtype)) for m, y in zip(ok, ys)]
+
+
 def all_finite(leaves, per_sample=False):
     """Whether every element of `leaves` is finite: a scalar, or `[B]`, each
     sample's own elements, if `per_sample` (leading batch axis)."""
