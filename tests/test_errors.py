@@ -573,3 +573,13 @@ def test_unknown_keywords_say_what_to_write(solver, keyword, value, message):
 def test_per_sample_steps_need_one_batch_axis(solve, y0):
     with pytest.raises(ValueError, match=r"needs that axis, of one size B.*y0\[None\]"):
         solve(lambda t, y: y, y0, [0.0, 1.0], per_sample_steps=True)
+
+
+@pytest.mark.parametrize("value", ["no", 1, None], ids=repr)
+def test_per_sample_steps_must_be_a_bool(value):
+    with pytest.raises(ValueError, match="`per_sample_steps` must be True or False"):
+        tfnode.odeint(
+            lambda t, y: y, tf.ones([2, 1]), [0.0, 1.0], per_sample_steps=value
+        )
+    with pytest.raises(ValueError, match="`per_sample_steps` must be True or False"):
+        tfnode.NeuralODELayer(tfnode.MLPODEFunc(), per_sample_steps=value)

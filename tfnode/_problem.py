@@ -33,7 +33,7 @@ def prepare(func, y0, t, method, per_sample_steps=False, **options) -> Problem:
     _validation.check_options(tableau, **options)
     y0 = _validation.as_state(y0)
     leaves = _validation.check_state(y0)
-    if per_sample_steps:
+    if _validation.check_flag("per_sample_steps", per_sample_steps):
         _validation.check_batched(leaves)
     t, times_ok = _validation.check_times(t, leaves[0].dtype, leaves)
     return Problem(_validation.flat_func(func, y0), leaves, t, y0, tableau, times_ok)

@@ -137,6 +137,13 @@ def check_state(y0):
     return leaves
 
 
+def check_flag(name, value):
+    """A boolean option: `True` or `False` (numpy's too), not a truthy object."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
+    return bool(value)
+
+
 def check_batched(y0):
     """Per-sample steps need a leading batch axis, the same in every leaf."""
     sizes = {leaf.shape[0] for leaf in y0 if leaf.shape.rank}

@@ -239,7 +239,9 @@ class NeuralODELayer(keras.layers.Layer):
         self.max_num_steps = int(max_num_steps)
         _validation.check_checkpoints(checkpoints)
         self.checkpoints = checkpoints
-        self.per_sample_steps = bool(per_sample_steps)
+        self.per_sample_steps = _validation.check_flag(
+            "per_sample_steps", per_sample_steps
+        )
         self.adjoint_method = adjoint_method
         self.adjoint_rtol, self.adjoint_atol = adjoint_rtol, adjoint_atol
         self.adjoint_step_size = adjoint_step_size
