@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfnode import _validation
+from tfnode import _tf_private, _validation
 
 
 class Dynamics:
@@ -45,6 +45,22 @@ class Dynamics:
         else:
             user_func = self.func
         return _validation.flat_func(user_func, self.structure)
+
+    def untaped_func(self, param_values):
+        """`flat_func` for a solve that no outer tape may record (the adjoint's
+        forward, the checkpointed backprop's): a tape that `func` opens itself
+        (a Jacobian trace, a Hamiltonian's `dH/dq`) still records, and what it
+        computes is cut from any tape outside, inputs and outputs alike."""
+        func = self.flat_func(param_values)
+
+        def untaped(t, y):
+            t = tf.stop_gradient(t)
+            y = [tf.stop_gradient(v) for v in y]
+            with _tf_private.resume_recording():
+                dy = func(t, y)
+            return [tf.stop_gradient(d) for d in dy]
+
+        return untaped
 
     def vjp_targets(self, param_values):
         """What the tape differentiates for the parameter adjoint (the

@@ -203,7 +203,7 @@ def odeint_adjoint(
             y0_in = [tf.stop_gradient(y) for y in y0_in]
             t_in = tf.stop_gradient(t_in)
             param_values = [tf.stop_gradient(p) for p in param_values]
-            f = dynamics.flat_func(param_values)
+            f = dynamics.untaped_func(param_values)
             ys, stats, last_step = solve(problem, f, y0_in, t_in, **options)
         stats_out.append(stats)
 

@@ -118,7 +118,7 @@ def solve_checkpointed(problem, func, slots, options, captured):
             records = checkpoints.start(y0, slots, max_num_steps, per_sample)
             ys, stats, _, records = solve(
                 problem,
-                dynamics.flat_func(param_values),
+                dynamics.untaped_func(param_values),
                 y0,
                 t,
                 records=records,
