@@ -3,6 +3,7 @@
 
 import ast
 import contextlib
+import functools
 import inspect
 import io
 import pathlib
@@ -60,6 +61,18 @@ def test_per_sample_example_prints_what_it_promises():
     assert int(shared.num_steps) == int(promised[1])
 
 
+def test_cnf_example_trains_and_keeps_its_shapes():
+    [code] = _python_blocks("## Density models: continuous normalizing flows")
+    keras.utils.set_random_seed(0)
+    namespace = _run(code)
+    logs = namespace["cnf"].history.history
+    assert logs["nll"][-1] < logs["nll"][0], logs
+    assert min(logs["nfe"] + logs["backward_nfe"]) > 0, logs
+    shapes = {"log_p": (5,), "samples": (1000, 2), "path": (3, 8, 2)}
+    for name, shape in shapes.items():
+        assert tuple(namespace[name].shape) == shape, name
+
+
 F32_ROUNDOFF = 1e-6
 
 
@@ -84,20 +97,23 @@ def _stated_signatures():
     """`{name: ast.arguments}` of each `tfnode.name(...)` in the first block of
     "API at a glance"; `...` there stands for parameters left out."""
     block = _python_blocks("## API at a glance")[0]
-    calls = re.findall(r"^tfnode\.(\w+)\((.*?)\)$", block, re.M | re.S)
+    calls = re.findall(r"^tfnode\.([\w.]+)\((.*?)\)$", block, re.M | re.S)
     stated = {}
     for name, params in calls:
         elided = re.search(r"\.\.\.,?", params) is not None
         params = re.sub(r"\.\.\.,?", "", params)
-        tree = ast.parse(f"def {name}({params}): pass")
+        tree = ast.parse(f"def f({params}): pass")
         stated[name] = (tree.body[0].args, elided)
     return stated
 
 
-@pytest.mark.parametrize("name", ["odeint", "odeint_adjoint", "NeuralODELayer"])
+@pytest.mark.parametrize(
+    "name", ["odeint", "odeint_adjoint", "NeuralODELayer", "models.CNF"]
+)
 def test_api_at_a_glance_matches_the_code(name):
     stated, elided = _stated_signatures()[name]
-    real = inspect.signature(getattr(tfnode, name)).parameters
+    real = inspect.signature(functools.reduce(getattr, name.split("."), tfnode))
+    real = real.parameters
     real = {n: p for n, p in real.items() if p.kind is not p.VAR_KEYWORD}
     positional = stated.posonlyargs + stated.args
     defaults = [None] * (len(positional) - len(stated.defaults)) + stated.defaults

@@ -1,6 +1,12 @@
-"""Data sets: the spirals generator, the MNIST loader, and MNIST digits for
-machines that cannot download MNIST."""
+"""Data sets: the spirals generator, the MNIST loader, MNIST digits for
+machines that cannot download MNIST, and the 2-D toy densities of continuous
+normalizing flows."""
 
+from tfnode.data.densities import TOY_DENSITIES as TOY_DENSITIES
+from tfnode.data.densities import (
+    eight_gaussians_log_prob as eight_gaussians_log_prob,
+)
+from tfnode.data.densities import toy_density as toy_density
 from tfnode.data.mnist import MNISTNotFoundError as MNISTNotFoundError
 from tfnode.data.mnist import load_mnist as load_mnist
 from tfnode.data.mnist_digits import (
@@ -18,6 +24,8 @@ __all__ = [
     "Extrapolation",
     "MNISTNotFoundError",
     "Spirals",
+    "TOY_DENSITIES",
+    "eight_gaussians_log_prob",
     "extrapolation_split",
     "linear_spirals",
     "load_mnist",
@@ -25,4 +33,5 @@ __all__ = [
     "prepare_mnist_from_digits",
     "prepared_from_digits",
     "spiral_dataset",
+    "toy_density",
 ]

@@ -11,13 +11,14 @@ import tensorflow as tf
 
 from tfnode import _validation, solvers
 from tfnode.adjoint import backward_settings, odeint_adjoint
+from tfnode.layers.augmented import AugmentedDynamics
 from tfnode.layers.ode_func import ODEFunc, one_shape_build_hint
 from tfnode.odeint import odeint
 
 _HALF_DTYPES = ("float16", "bfloat16")
 
 
-class _LastValue(keras.metrics.Metric):
+class LastValue(keras.metrics.Metric):
     """A metric holding the last recorded value: solver counts in `fit` logs.
     Per-sample counts (`[B]`) are reduced by `reduce` (mean or max)."""
 
@@ -106,6 +107,14 @@ class NeuralODELayer(keras.layers.Layer):
         adjoint_method, adjoint_rtol, adjoint_atol, adjoint_step_size,
             adjoint_norm: Backward solver settings, as in
             `tfnode.odeint_adjoint` (`None`: the forward setting).
+        kinetic_energy: Weight of the kinetic-energy regulariser `int |f|^2
+            dt` (Finlay et al. 2020), integrated in the solve of training
+            calls and added to the layer's losses (batch mean). Defaults to
+            `0.0`.
+        jacobian_norm: Weight of the Jacobian regulariser `int |df/dy|_F^2
+            dt`, estimated with one Rademacher vector per batch (Hutchinson),
+            added likewise. Regularised dynamics take fewer solver steps.
+            Defaults to `0.0`.
         **kwargs: Base layer keyword arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -181,6 +190,8 @@ class NeuralODELayer(keras.layers.Layer):
         adjoint_step_size=None,
         checkpoints=None,
         per_sample_steps=True,
+        kinetic_energy=0.0,
+        jacobian_norm=0.0,
         **kwargs,
     ):
         torchdiffeq_names = _validation.TORCHDIFFEQ_KEYWORDS
@@ -246,6 +257,31 @@ class NeuralODELayer(keras.layers.Layer):
         self.adjoint_rtol, self.adjoint_atol = adjoint_rtol, adjoint_atol
         self.adjoint_step_size = adjoint_step_size
         self.adjoint_norm = adjoint_norm
+        for name, weight in (
+            ("kinetic_energy", kinetic_energy),
+            ("jacobian_norm", jacobian_norm),
+        ):
+            if not float(weight) >= 0.0:
+                raise ValueError(
+                    f"`{name}` is a regulariser weight, >= 0. Received: "
+                    f"{name}={weight!r}"
+                )
+        self.kinetic_energy = float(kinetic_energy)
+        self.jacobian_norm = float(jacobian_norm)
+        if self.kinetic_energy or self.jacobian_norm:
+            # The RNODE integrals ride along in training; the Jacobian's by
+            # Hutchinson's estimator, one noise draw per batch. Untracked: its
+            # weights are `func`'s.
+            regularised = AugmentedDynamics(
+                func,
+                kinetic_energy=self.kinetic_energy > 0,
+                jacobian_norm=self.jacobian_norm > 0,
+                estimator="hutchinson",
+                dtype=self.dtype_policy,
+                name="regularised",
+            )
+            object.__setattr__(self, "regularised", regularised)
+            self.seed_generator = keras.random.SeedGenerator()
         _compute_in_float32(self)  # self, func and the layers func holds now
         if func.compute_dtype != self.compute_dtype:
             raise ValueError(
@@ -254,13 +290,13 @@ class NeuralODELayer(keras.layers.Layer):
                 f"`NeuralODELayer(MLPODEFunc(dtype='{self.compute_dtype}'), "
                 f"dtype='{self.compute_dtype}')`. Received: func={func!r}"
             )
-        self.nfe = _LastValue(name=f"{self.name}_nfe")
+        self.nfe = LastValue(name=f"{self.name}_nfe")
         self.backward_nfe = (
-            _LastValue(name=f"{self.name}_backward_nfe") if adjoint else None
+            LastValue(name=f"{self.name}_backward_nfe") if adjoint else None
         )
         # With per-sample steps the logs also show the hardest sample's count.
         self.nfe_max = (
-            _LastValue(name=f"{self.name}_nfe_max", reduce=tf.reduce_max)
+            LastValue(name=f"{self.name}_nfe_max", reduce=tf.reduce_max)
             if self.per_sample_steps
             else None
         )
@@ -298,6 +334,10 @@ class NeuralODELayer(keras.layers.Layer):
                 f"e.g. `keras.ops.cast(x, '{self.compute_dtype}')`."
             )
         times = self._times(t, y0)
+        func, state = self.func, y0
+        if training and (self.kinetic_energy or self.jacobian_norm):
+            func = self.regularised
+            state = func.initial_state(y0, seed=self.seed_generator)
         options = dict(
             method=self.method,
             rtol=self.rtol,
@@ -311,8 +351,8 @@ class NeuralODELayer(keras.layers.Layer):
             with tf.name_scope("forward_solve"):  # names the failing node in graphs
                 if self.adjoint:
                     ys, stats = odeint_adjoint(
-                        self.func,
-                        y0,
+                        func,
+                        state,
                         times,
                         adjoint_method=self.adjoint_method,
                         adjoint_rtol=self.adjoint_rtol,
@@ -324,7 +364,7 @@ class NeuralODELayer(keras.layers.Layer):
                     )
                 else:
                     ys, stats = odeint(
-                        self.func, y0, times, checkpoints=self.checkpoints, **options
+                        func, state, times, checkpoints=self.checkpoints, **options
                     )
         except tf.errors.InvalidArgumentError as e:  # eager: say which layer failed
             raise type(e)(
@@ -336,10 +376,22 @@ class NeuralODELayer(keras.layers.Layer):
             self.nfe.update_state(stats.nfe)
             if self.nfe_max is not None:
                 self.nfe_max.update_state(stats.nfe)
+        if func is not self.func:
+            self.add_loss(self._penalty(ys))
+            ys = ys["y"]
         if not self.return_sequences:
             return ys[-1]
         perm = [1, 0] + list(range(2, ys.shape.rank))
         return tf.transpose(ys, perm)  # [T, B, ...] -> [B, T, ...]
+
+    def _penalty(self, ys):
+        """The weighted batch means of the RNODE integrals from `t[0]` to
+        `t[-1]` (their magnitudes: decreasing times integrate backwards)."""
+        penalty = 0.0
+        for name in self.regularised.integrals():
+            integral = tf.abs(ys[name][-1])
+            penalty += getattr(self, name) * tf.reduce_mean(integral)
+        return penalty
 
     def _times(self, t, y0):
         """`t` (default, `[T]` or `[B, T]`) as the time-major times of `odeint`."""
@@ -400,6 +452,8 @@ class NeuralODELayer(keras.layers.Layer):
             "adjoint_norm": self.adjoint_norm,
             "checkpoints": self.checkpoints,
             "per_sample_steps": self.per_sample_steps,
+            "kinetic_energy": self.kinetic_energy,
+            "jacobian_norm": self.jacobian_norm,
         }
         return {**super().get_config(), **config}
 

@@ -237,3 +237,85 @@ class MLPODEFunc(ODEFunc):
             "output_initializer": keras.initializers.serialize(self.output_initializer),
         }
         return {**super().get_config(), **config}
+
+
+@keras.saving.register_keras_serializable(package="tfnode")
+class ConcatSquashODEFunc(ODEFunc):
+    """Time-conditioned MLP dynamics of FFJORD (Grathwohl et al. 2019).
+
+    Each layer is a "concat-squash" layer, `h' = act((W h + b) * sigmoid(W_g t
+    + b_g) + w_b t)`: time gates and shifts every unit rather than entering
+    as one more input feature, the default dynamics of `tfnode.models.CNF`.
+
+    Args:
+        hidden_units: Sizes of the hidden layers. Defaults to `(64, 64, 64)`.
+        activation: Activation of the hidden layers. Defaults to `"tanh"`.
+        **kwargs: Base layer keyword arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        t: Scalar tensor, or `[B]` for per-sample times.
+        y: Tensor of shape `[B, D]`.
+
+    Returns:
+        `dy/dt`, of shape `[B, D]`.
+
+    Example:
+
+    >>> func = tfnode.layers.ConcatSquashODEFunc(hidden_units=(32, 32))
+    >>> func(tf.constant(0.5), tf.zeros([8, 2])).shape
+    TensorShape([8, 2])
+    """
+
+    def __init__(self, hidden_units=(64, 64, 64), activation="tanh", **kwargs):
+        super().__init__(**kwargs)
+        if not all(
+            isinstance(u, numbers.Integral) and not isinstance(u, bool) and u >= 1
+            for u in hidden_units
+        ):
+            raise ValueError(
+                "`hidden_units` must be a sequence of positive integers, "
+                f"e.g. (64, 64, 64). Received: hidden_units={hidden_units!r}"
+            )
+        self.hidden_units = tuple(int(u) for u in hidden_units)
+        self.activation = keras.activations.get(activation)
+
+    def build(self, t_shape, y_shape):
+        if len(y_shape) != 2 or y_shape[-1] is None:
+            raise ValueError(
+                "ConcatSquashODEFunc needs `y` of shape [B, D] with a known D. "
+                f"Received: y with shape {tuple(y_shape)}"
+            )
+        widths = [y_shape[-1], *self.hidden_units, y_shape[-1]]
+        self.weight_layers, self.gates, self.shifts = [], [], []
+        for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
+            dense = keras.layers.Dense(n_out, dtype=self.dtype_policy, name=f"w_{i}")
+            gate = keras.layers.Dense(n_out, dtype=self.dtype_policy, name=f"gate_{i}")
+            shift = keras.layers.Dense(
+                n_out, use_bias=False, dtype=self.dtype_policy, name=f"shift_{i}"
+            )
+            dense.build((None, n_in))
+            gate.build((None, 1))
+            shift.build((None, 1))
+            self.weight_layers.append(dense)
+            self.gates.append(gate)
+            self.shifts.append(shift)
+
+    def call(self, t, y):
+        t = tf.cast(t, y.dtype)
+        t = tf.reshape(t, [-1, 1])  # [1, 1] or [B, 1]: broadcasts over the batch
+        h = y
+        last = len(self.weight_layers) - 1
+        for i, (dense, gate, shift) in enumerate(
+            zip(self.weight_layers, self.gates, self.shifts)
+        ):
+            h = dense(h) * tf.sigmoid(gate(t)) + shift(t)
+            if i < last:
+                h = self.activation(h)
+        return h
+
+    def get_config(self):
+        config = {
+            "hidden_units": list(self.hidden_units),
+            "activation": keras.activations.serialize(self.activation),
+        }
+        return {**super().get_config(), **config}
