@@ -67,6 +67,8 @@ def test_cnf_example_trains_and_keeps_its_shapes():
     namespace = _run(code)
     logs = namespace["cnf"].history.history
     assert logs["nll"][-1] < logs["nll"][0], logs
+    # The loss is the NLL plus the (positive) kinetic-energy penalty.
+    assert all(a > b for a, b in zip(logs["loss"], logs["nll"])), logs
     assert min(logs["nfe"] + logs["backward_nfe"]) > 0, logs
     shapes = {"log_p": (5,), "samples": (1000, 2), "path": (3, 8, 2)}
     for name, shape in shapes.items():
