@@ -820,15 +820,14 @@ def test_failed_backward_solve_under_xla_gives_nan_and_status():
 def test_forward_solve_records_nothing_on_eager_tape():
     """An eager tape keeps every op it records, and the tensors its gradient
     needs, until it is released: that is why backprop's memory grows with the
-    number of steps. `odeint_adjoint` must hand the dynamics states that no
-    tape watches during the forward solve (tapes the dynamics open themselves
-    may record: `tests/test_inner_tapes.py`). The same probe sees the state
-    watched under `odeint`, so it can detect a regression."""
+    number of steps. `odeint_adjoint` must evaluate the dynamics with recording
+    off during the forward solve. The same probe sees recording on under
+    `odeint`, so it can detect a regression."""
     w = tf.Variable(-0.3, dtype=tf.float64)
     recording = []
 
     def func(t, y):
-        recording.append(record.should_record_backprop([y]))
+        recording.append(record.could_possibly_record())
         return w * y + tf.sin(t)
 
     y0 = tf.constant([1.0, -1.0], tf.float64)

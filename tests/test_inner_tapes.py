@@ -109,3 +109,22 @@ def test_hamiltonian_flow_conserves_energy(problem):
 
     ys = tfnode.odeint_adjoint(func, y0, t, **TIGHT)
     np.testing.assert_allclose(energy(ys[-1]), energy(y0), rtol=0, atol=1e-8)
+
+
+def test_outer_tapes_record_none_of_the_forward_solve(problem):
+    # An eager tape keeps what it records until released: had it recorded the
+    # evaluations of the adjoint's forward solve, the weights would reach them.
+    func, y0, t = problem
+    seen = []
+    call = func.call
+    func.call = lambda t, y: seen.append(call(t, y)) or seen[-1]
+    try:
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(y0)
+            tfnode.odeint_adjoint(func, y0, t, rtol=1e-6, atol=1e-6)
+    finally:
+        del func.call
+    assert len(seen) > 10
+    for out in seen:
+        assert all(g is None for g in tape.gradient(out, func.trainable_variables))
+        assert tape.gradient(out, y0) is None

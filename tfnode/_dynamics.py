@@ -48,10 +48,18 @@ class Dynamics:
 
     def untaped_func(self, param_values):
         """`flat_func` for a solve that no outer tape may record (the adjoint's
-        forward, the checkpointed backprop's): a tape that `func` opens itself
-        (a Jacobian trace, a Hamiltonian's `dH/dq`) still records, and what it
-        computes is cut from any tape outside, inputs and outputs alike."""
+        forward, the checkpointed backprop's, run under `stop_recording`): for
+        a Keras layer `func`, a tape it opens itself (a Jacobian trace, a
+        Hamiltonian's `dH/dq`) still records, and what it computes is cut from
+        any tape outside, inputs and outputs alike."""
         func = self.flat_func(param_values)
+        if not self.is_keras:
+            # A plain function or `tf.Module` reads its variables directly, and
+            # outer tapes would watch them and record every evaluation (memory
+            # growing with the steps), so no tape records here. Dynamics that
+            # open their own tape must be Keras layers, whose weights
+            # `stateless_call` feeds as the cut `param_values`.
+            return func
 
         def untaped(t, y):
             t = tf.stop_gradient(t)

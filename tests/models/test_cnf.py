@@ -151,6 +151,12 @@ def test_sample_log_prob_round_trip(cnf):
     assert path.shape == (3, 5, 2)
     np.testing.assert_allclose(path[-1], z, rtol=0, atol=1e-8)
     np.testing.assert_allclose(cnf.bijector.inverse(x), z, rtol=0, atol=1e-8)
+    # The forward log-det: log q(x) = log N(z) - fldj(z), and fldj = -ildj.
+    fldj = cnf.bijector.forward_log_det_jacobian(z, event_ndims=1)
+    base = tfnode.models.cnf.standard_normal_log_prob(z)
+    np.testing.assert_allclose(base - fldj, log_q, rtol=0, atol=1e-8)
+    ildj = cnf.bijector.inverse_log_det_jacobian(x, event_ndims=1)
+    np.testing.assert_allclose(fldj, -ildj, rtol=0, atol=1e-8)
 
 
 def _directional_fd(loss, variables, direction, step=1e-6):
@@ -256,6 +262,9 @@ def test_neural_ode_layer_adds_the_regularisers_to_its_losses():
         (dict(noise="uniform"), "`noise` must be one of"),
         (dict(t=(1.0, 1.0)), "`t` must be a pair"),
         (dict(kinetic_energy=-1.0), "`kinetic_energy` is a regulariser weight"),
+        (dict(jacobian_norm=-1.0), "`jacobian_norm` is a regulariser weight"),
+        (dict(method="rk45"), "method"),
+        (dict(rtol=-1.0), "rtol"),
     ],
 )
 def test_bad_arguments_say_what_to_pass(kwargs, match):

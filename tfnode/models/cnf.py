@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfnode import _validation
+from tfnode import _validation, solvers
 from tfnode.adjoint import odeint_adjoint
 from tfnode.layers.augmented import ESTIMATORS, NOISES, AugmentedDynamics
 from tfnode.layers.neural_ode import LastValue
@@ -160,9 +160,19 @@ class CNF(keras.Model):
             "per_sample_steps", per_sample_steps
         )
         self.seed = seed
-        self.dynamics = dynamics or ConcatSquashODEFunc(
-            self.hidden_units, dtype=self.dtype_policy, name="dynamics"
+        _validation.check_options(
+            solvers.get(method),
+            rtol=rtol,
+            atol=atol,
+            step_size=None,
+            first_step=None,
+            max_num_steps=max_num_steps,
         )
+        if dynamics is None:
+            dynamics = ConcatSquashODEFunc(
+                self.hidden_units, dtype=self.dtype_policy, name="dynamics"
+            )
+        self.dynamics = dynamics
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.nll_tracker = keras.metrics.Mean(name="nll")
@@ -242,7 +252,15 @@ class CNF(keras.Model):
             x: Data, `[B, dim]`.
             trace: Override of the model's `trace` (`"exact"` gives the exact
                 log-density of a model trained with `"hutchinson"`).
+
+        Returns:
+            `[B]`.
         """
+        if trace not in (None, *ESTIMATORS):
+            raise ValueError(
+                f"`trace` must be one of {ESTIMATORS} or None (the model's). "
+                f"Received: trace={trace!r}"
+            )
         end, _ = self._flow(x, True, trace or self.trace)
         return standard_normal_log_prob(end["y"]) + end["trace"]
 
@@ -252,6 +270,9 @@ class CNF(keras.Model):
         Args:
             num_samples: Number of samples.
             seed: Seed of the draw (else the model's seed generator advances).
+
+        Returns:
+            `[num_samples, dim]`.
         """
         z = self._base_sample(num_samples, seed)
         return self._flow(z, False, None)[0]["y"]
@@ -307,7 +328,7 @@ class CNF(keras.Model):
     # -- training -------------------------------------------------------------------
 
     def call(self, x, training=False):
-        return self._nll_and_penalty(x, training)[0] * -1.0
+        return self.log_prob(x)
 
     def _nll_and_penalty(self, x, training):
         """`(-log p(x) [B], regulariser penalty (scalar))`."""
@@ -320,7 +341,7 @@ class CNF(keras.Model):
             backward_stats=self.backward_nfe_tracker if training else None,
         )
         nll = -(standard_normal_log_prob(end["y"]) + end["trace"])
-        penalty = tf.zeros([], nll.dtype)
+        penalty = tf.add_n([tf.zeros([], nll.dtype), *self.losses])
         for name, weight in (
             ("kinetic_energy", self.kinetic_energy),
             ("jacobian_norm", self.jacobian_norm),
@@ -335,7 +356,8 @@ class CNF(keras.Model):
     ):
         """The batch mean of `-log p(x)` plus the weighted regularisers.
 
-        `y`, `y_pred` and `sample_weight` are ignored. Updates `nll`.
+        `y`, `y_pred` and `sample_weight` are ignored. Updates `nll`; adds
+        the model's own losses (e.g. weight regularisers of the dynamics).
         """
         nll, penalty = self._nll_and_penalty(x, training)
         self.nll_tracker.update_state(nll)
